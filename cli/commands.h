@@ -1,0 +1,32 @@
+// The idsynth subcommands. Each lives in its own cli/cmd_<name>.cpp and stays thin: parse options,
+// call the library, report. Add a command by writing its file and one line in cli/main.cpp's table.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace idsynth::cli {
+
+// Exit codes (docs/cli.md): 0 success; 1 bad input or a failed run (idsynth::Error, one line);
+// 2 bad command line; 3 finished, but some items failed (listed); 130 interrupted.
+constexpr int kExitOk = 0;
+constexpr int kExitError = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitPartial = 3;
+
+// args excludes the program and command names.
+using CommandFn = int (*)(const std::vector<std::string>& args);
+
+struct Command {
+  const char* name;
+  const char* summary;
+  CommandFn run;
+};
+
+const std::vector<Command>& commands();
+
+int cmd_weights(const std::vector<std::string>& args);
+int cmd_init_model(const std::vector<std::string>& args);
+int cmd_config(const std::vector<std::string>& args);
+
+}  // namespace idsynth::cli

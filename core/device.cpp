@@ -1,0 +1,66 @@
+#include "core/device.h"
+
+#include <ATen/Parallel.h>
+#include <torch/cuda.h>
+
+#include <thread>
+
+#include "core/check.h"
+
+namespace idsynth {
+
+c10::Device parse_device(const std::string& text, const std::string& what) {
+  if (text == "cpu") return c10::Device(c10::kCPU);
+  if (text == "cuda" || text.rfind("cuda:", 0) == 0) {
+    IDSYNTH_CHECK(torch::cuda::is_available(), what, ": expected a CUDA device to be available for '", text,
+                  "', found none (this libtorch build or machine has no CUDA)");
+    int index = 0;
+    if (text.size() > 5) {
+      const std::string num = text.substr(5);
+      IDSYNTH_CHECK(!num.empty() && num.find_first_not_of("0123456789") == std::string::npos, what,
+                    ": expected cuda:N, found '", text, "'");
+      index = std::stoi(num);
+    }
+    const int count = static_cast<int>(torch::cuda::device_count());
+    IDSYNTH_CHECK(index < count, what, ": expected a device index below ", count, ", found '", text, "'");
+    return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  fail(what, ": expected cpu, cuda or cuda:N, found '", text, "'");
+}
+
+std::vector<c10::Device> resolve_devices(const std::vector<std::string>& names, const std::string& what) {
+  std::vector<c10::Device> out;
+  if (names.size() == 1 && names[0] == "auto") {
+    const auto count = torch::cuda::is_available() ? torch::cuda::device_count() : 0;
+    for (size_t i = 0; i < count; ++i) out.emplace_back(c10::kCUDA, static_cast<c10::DeviceIndex>(i));
+    if (out.empty()) out.emplace_back(c10::kCPU);
+    return out;
+  }
+  IDSYNTH_CHECK(!names.empty(), what, ": expected 'auto' or a list of devices, found an empty list");
+  for (const auto& n : names) out.push_back(parse_device(n, what));
+  return out;
+}
+
+c10::ScalarType parse_dtype(const std::string& text, const std::string& what) {
+  if (text == "float32" || text == "fp32") return c10::kFloat;
+  if (text == "bfloat16" || text == "bf16") return c10::kBFloat16;
+  if (text == "float16" || text == "fp16") return c10::kHalf;
+  fail(what, ": expected float32, bfloat16 or float16, found '", text, "'");
+}
+
+std::string dtype_string(c10::ScalarType type) {
+  switch (type) {
+    case c10::kFloat: return "float32";
+    case c10::kBFloat16: return "bfloat16";
+    case c10::kHalf: return "float16";
+    default: return c10::toString(type);
+  }
+}
+
+int configure_threads(int n) {
+  if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  at::set_num_threads(n);
+  return n;
+}
+
+}  // namespace idsynth

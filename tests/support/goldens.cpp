@@ -1,0 +1,57 @@
+#include "tests/support/goldens.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+
+namespace idsynth::test {
+namespace fs = std::filesystem;
+
+std::string goldens_root() {
+  if (const char* env = std::getenv("IDSYNTH_GOLDENS"); env && *env) return env;
+  return std::string(IDSYNTH_SOURCE_DIR_FOR_SUPPORT) + "/../shared/goldens";
+}
+
+std::string golden_path(const std::string& relative) {
+  fs::path p = fs::path(goldens_root()) / relative;
+  std::error_code ec;
+  return fs::exists(p, ec) ? p.string() : std::string();
+}
+
+bool goldens_required() {
+  const char* env = std::getenv("IDSYNTH_REQUIRE_GOLDENS");
+  return env && std::string(env) == "1";
+}
+
+std::string temp_dir(const std::string& tag) {
+  static int counter = 0;
+  fs::path base = fs::temp_directory_path() / ("idsynth-test-" + std::to_string(::getpid()));
+  fs::path p = base / (tag + "-" + std::to_string(counter++));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  static bool registered = false;
+  if (!registered) {
+    registered = true;
+    static fs::path to_remove = base;
+    std::atexit([] {
+      const char* keep = std::getenv("IDSYNTH_KEEP_TMP");
+      if (!(keep && std::string(keep) == "1")) {
+        std::error_code ec;
+        fs::remove_all(to_remove, ec);
+      }
+    });
+  }
+  return p.string();
+}
+
+std::string python_with_torch() {
+  static const std::string found = [] {
+    if (std::system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0) return std::string("/usr/bin/python3");
+    return std::string();
+  }();
+  return found;
+}
+
+}  // namespace idsynth::test

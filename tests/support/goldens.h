@@ -1,0 +1,34 @@
+// Locating ../shared/goldens (or $IDSYNTH_GOLDENS) for parity tests.
+// Without them a test skips with one line saying why; with IDSYNTH_REQUIRE_GOLDENS=1 (set by
+// .ci/run) a missing golden is a failure, so CI always runs every parity test.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace idsynth::test {
+
+// The goldens root: $IDSYNTH_GOLDENS, else <source>/../shared/goldens. Empty when absent.
+std::string goldens_root();
+// Path of a file or folder inside the goldens; empty if it does not exist.
+std::string golden_path(const std::string& relative);
+bool goldens_required();
+// A fresh empty temporary directory for one test (removed at exit unless IDSYNTH_KEEP_TMP=1).
+std::string temp_dir(const std::string& tag);
+// /usr/bin/python3 with torch importable, for tests that cross-check against real torch.save files.
+std::string python_with_torch();
+
+}  // namespace idsynth::test
+
+// Declares `std::string var` = the golden path, or skips/fails the test when it is missing.
+#define IDSYNTH_REQUIRE_GOLDEN(var, relative)                                                         \
+  const std::string var = ::idsynth::test::golden_path(relative);                                    \
+  if (var.empty()) {                                                                                 \
+    if (::idsynth::test::goldens_required()) {                                                       \
+      FAIL() << "golden '" << (relative) << "' not found under '" << ::idsynth::test::goldens_root() \
+             << "' and IDSYNTH_REQUIRE_GOLDENS=1";                                                   \
+    } else {                                                                                         \
+      GTEST_SKIP() << "golden '" << (relative) << "' not found (set IDSYNTH_GOLDENS to ../shared/goldens)"; \
+    }                                                                                                \
+  }

@@ -1,0 +1,31 @@
+#include "tests/support/tensor_compare.h"
+
+#include <ATen/ATen.h>
+
+#include "core/tensor_dict.h"
+
+namespace idsynth::test {
+
+double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.detach().to(at::kCPU, at::kDouble) - b.detach().to(at::kCPU, at::kDouble)).abs().max().item<double>();
+}
+
+::testing::AssertionResult all_close(const at::Tensor& actual, const at::Tensor& expected, double atol,
+                                     const std::string& what) {
+  if (actual.sizes() != expected.sizes())
+    return ::testing::AssertionFailure() << what << ": shape " << shape_string(actual.sizes()) << ", expected "
+                                         << shape_string(expected.sizes());
+  if (actual.numel() == 0) return ::testing::AssertionSuccess();
+  at::Tensor diff = (actual.detach().to(at::kCPU, at::kDouble) - expected.detach().to(at::kCPU, at::kDouble)).abs();
+  if (!diff.isfinite().all().item<bool>())
+    return ::testing::AssertionFailure() << what << ": non-finite values in the comparison";
+  const double worst = diff.max().item<double>();
+  if (worst <= atol) return ::testing::AssertionSuccess() << what << ": max|diff| " << worst;
+  const int64_t at_index = diff.flatten().argmax().item<int64_t>();
+  return ::testing::AssertionFailure() << what << ": max|diff| = " << worst << " > tolerance " << atol
+                                       << " at flat index " << at_index << " (actual "
+                                       << actual.flatten()[at_index].item<double>() << ", expected "
+                                       << expected.flatten()[at_index].item<double>() << ")";
+}
+
+}  // namespace idsynth::test
