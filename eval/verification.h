@@ -1,0 +1,100 @@
+// The insightface 10-fold face-verification protocol (LFW, CFP-FP, CPLFW, AgeDB-30, CALFW), computed
+// exactly as arcface_torch does it, in float64, plus TAR at fixed FAR and the XNorm diagnostic.
+//
+// Pair p of a benchmark is (embedding 2p, embedding 2p+1). With flip on, the raw (un-normalised)
+// outputs for the image and its mirror image are summed, then each row is L2-normalised; the
+// distance is the squared L2 distance of the normalised rows (range [0, 4]). 400 thresholds
+// k*0.01, "same" when dist < t, contiguous unshuffled folds, per fold the FIRST threshold of best
+// training accuracy, its test accuracy; mean and population std of the fold accuracies.
+// Ref: insightface recognition/arcface_torch/eval/verification.py (test, evaluate, calculate_roc,
+//      calculate_accuracy); sklearn.model_selection.KFold; sklearn.preprocessing.normalize.
+#pragma once
+
+#include <ATen/Tensor.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace idsynth::eval {
+
+// numpy's float64 summation order (pairwise, 8 accumulators, blocks of 128) so that means and
+// standard deviations reproduce np.mean / np.std bit for bit.
+double numpy_sum(const double* x, int64_t n);
+double numpy_mean(const std::vector<double>& x);
+double numpy_std(const std::vector<double>& x);  // population std (ddof 0), as np.std
+
+// np.arange(0, 4, 0.01): 400 values, value k = k * 0.01 in float64 (0.07 -> 0.07000000000000001).
+std::vector<double> protocol_thresholds();
+
+// sklearn KFold(n_splits, shuffle=False): contiguous [begin, end) test ranges; the first n % k folds
+// hold one extra pair. Throws when n < n_splits.
+std::vector<std::pair<int64_t, int64_t>> kfold_ranges(int64_t n, int64_t n_splits);
+
+// Rows of `raw` (plus rows of `raw_flip` when defined) summed in float64 and L2-normalised
+// (sklearn normalize: zero rows stay zero). Returns (N, D) float64.
+at::Tensor fuse_and_normalize(const at::Tensor& raw, const at::Tensor& raw_flip);
+
+// Squared L2 distance of rows 2p and 2p+1 of `normalized` (float64): P values.
+std::vector<double> pair_distances(const at::Tensor& normalized);
+
+// Mean L2 norm over every raw row of both tensors (the second may be undefined), as test() logs it.
+double xnorm(const at::Tensor& raw, const at::Tensor& raw_flip);
+
+struct FoldResult {
+  int64_t test_begin = 0;  // test pairs [test_begin, test_end)
+  int64_t test_end = 0;
+  int64_t n_same = 0;      // same-identity pairs in the test fold
+  int64_t n_diff = 0;
+  int64_t best_index = 0;  // index into the thresholds
+  double best_threshold = 0.0;
+  double train_accuracy = 0.0;
+  double test_accuracy = 0.0;
+};
+
+// True accept rate at a false accept rate, over all pairs (no folds). Impostor distances sorted
+// ascending d_1 <= ... <= d_N; with k = floor(far_target * N) false accepts allowed, the threshold is
+// d_(k+1) and a pair is accepted when dist < threshold, so at most k impostors are accepted
+// (exactly k unless distances tie); k >= N accepts everything. `far` is the achieved rate.
+// With N impostor pairs, FAR targets below 1/N all give threshold d_1 (zero false accepts).
+struct TarAtFar {
+  double far_target = 0.0;
+  double threshold = 0.0;
+  double far = 0.0;
+  double tar = 0.0;
+};
+
+struct VerificationResult {
+  std::vector<double> thresholds;
+  std::vector<double> dist;  // per pair
+  std::vector<FoldResult> folds;
+  std::vector<double> fold_accuracies;
+  double accuracy = 0.0;     // mean of fold_accuracies
+  double std = 0.0;          // population std of fold_accuracies
+  std::vector<double> tpr;   // per threshold: mean over folds of the test-fold rate (0 for 0/0)
+  std::vector<double> fpr;
+  std::vector<TarAtFar> tar_at_far;
+  double xnorm = 0.0;        // 0 when computed from distances only
+
+  std::vector<double> best_thresholds() const;
+};
+
+struct VerificationOptions {
+  int64_t n_folds = 10;
+  std::vector<double> far_targets = {1e-3, 1e-4};
+};
+
+// The protocol on precomputed distances. `issame` has one entry per pair.
+VerificationResult evaluate_distances(const std::vector<double>& dist, const std::vector<bool>& issame,
+                                      const VerificationOptions& options = {});
+
+// The whole protocol from raw embeddings (2P rows, any float dtype). `raw_flip` undefined = no flip.
+VerificationResult evaluate_embeddings(const at::Tensor& raw, const at::Tensor& raw_flip,
+                                       const std::vector<bool>& issame, const VerificationOptions& options = {});
+
+// TAR at each target FAR, as defined at TarAtFar.
+std::vector<TarAtFar> tar_at_far(const std::vector<double>& dist, const std::vector<bool>& issame,
+                                 const std::vector<double>& far_targets);
+
+}  // namespace idsynth::eval
