@@ -5,8 +5,11 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <sstream>
 
 #include "core/check.h"
+#include "core/file_util.h"
+#include "core/json.h"
 #include "core/safetensors.h"
 #include "eval/verification.h"
 #include "tests/support/goldens.h"
@@ -119,6 +122,44 @@ TEST(VerificationProtocol, RejectsMismatchedCounts) {
   const at::Tensor emb = at::randn({8, 4});
   EXPECT_THROW(evaluate_embeddings(emb, at::Tensor(), std::vector<bool>(3, true)), Error);
   EXPECT_THROW(evaluate_embeddings(emb, at::randn({6, 4}), std::vector<bool>(4, true)), Error);
+}
+
+}  // namespace
+}  // namespace idsynth::eval
+
+namespace idsynth::eval {
+namespace {
+
+// The protocol on the real-photo pack's distances (goldens/realfaces: insightface verification.py
+// run unmodified on a real recogniser): per-fold thresholds and accuracies must be identical.
+TEST(VerificationParity, RealFacesDistancesReproduceFolds) {
+  IDSYNTH_REQUIRE_GOLDEN(expected_path, "realfaces/expected.json");
+  IDSYNTH_REQUIRE_GOLDEN(csv_path, "realfaces/master.csv");
+  std::vector<bool> issame;
+  std::istringstream csv(read_text_file(csv_path));
+  std::string line;
+  std::getline(csv, line);  // header file_x,file_y,Decision
+  while (std::getline(csv, line))
+    if (!line.empty()) issame.push_back(line.find(",Yes") != std::string::npos);
+  ASSERT_EQ(issame.size(), 300u);
+  const json::Value expected = json::parse_file(expected_path);
+  for (const char* mode : {"flip", "no_flip"}) {
+    const json::Value& m = expected.at(mode);
+    std::vector<double> dist;
+    for (const auto& d : m.at("squared_l2_distances").as_array()) dist.push_back(d.as_double());
+    const auto res = evaluate_distances(dist, issame);
+    const auto& folds = m.at("folds").as_array();
+    ASSERT_EQ(folds.size(), res.folds.size());
+    for (size_t k = 0; k < folds.size(); ++k) {
+      EXPECT_EQ(res.folds[k].best_index, folds[k].at("best_threshold_index").as_int()) << mode << " fold " << k;
+      EXPECT_EQ(res.folds[k].best_threshold, folds[k].at("best_threshold").as_double()) << mode << " fold " << k;
+      EXPECT_EQ(res.folds[k].test_accuracy, folds[k].at("test_accuracy").as_double()) << mode << " fold " << k;
+      EXPECT_EQ(res.folds[k].train_accuracy, folds[k].at("train_accuracy").as_double()) << mode << " fold " << k;
+      EXPECT_EQ(res.folds[k].n_same, folds[k].at("test_same").as_int()) << mode << " fold " << k;
+    }
+    EXPECT_EQ(res.accuracy, m.at("accuracy_mean").as_double()) << mode;
+    EXPECT_NEAR(res.std, m.at("accuracy_std").as_double(), 1e-12) << mode;
+  }
 }
 
 }  // namespace
