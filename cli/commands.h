@@ -26,7 +26,6 @@ struct Command {
 const std::vector<Command>& commands();
 
 int cmd_weights(const std::vector<std::string>& args);
-int cmd_init_model(const std::vector<std::string>& args);
 int cmd_config(const std::vector<std::string>& args);
 
 }  // namespace idsynth::cli

@@ -15,7 +15,6 @@ namespace idsynth::cli {
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
-      {"init-model", "write a small random-weight Arc2Face model in the real file layout", cmd_init_model},
       {"weights", "list the tensors of a weight file (safetensors, torch checkpoint, ONNX)", cmd_weights},
       {"config", "print the default config, or validate and resolve a config file", cmd_config},
   };

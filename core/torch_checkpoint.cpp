@@ -268,7 +268,7 @@ TensorDict read_legacy(const uint8_t* data, size_t size, const std::string& sour
 CheckpointFormat detect_checkpoint_format(const std::string& path) {
   MappedFile map(path);
   if (map.size() >= 4 && std::memcmp(map.data(), "PK\x03\x04", 4) == 0) return CheckpointFormat::zip;
-  if (map.size() >= 2 && map.data()[0] == 0x80 && map.data()[1] <= 5) return CheckpointFormat::legacy;
+  if (map.size() >= 4 && map.data()[0] == 0x80 && map.data()[2] == 0x8a && map.data()[3] == 0x0a) return CheckpointFormat::legacy;
   return CheckpointFormat::unknown;
 }
 

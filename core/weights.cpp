@@ -31,8 +31,10 @@ WeightFormat detect_weight_format(const std::string& path) {
   in.read(reinterpret_cast<char*>(head), sizeof head);
   const auto got = static_cast<size_t>(in.gcount());
   if (got >= 4 && std::memcmp(head, "PK\x03\x04", 4) == 0) return WeightFormat::torch_zip;
-  if (got >= 2 && head[0] == 0x80 && head[1] <= 5) return WeightFormat::torch_legacy;
+  // Before the pickle test: a header length such as 0x0280 also begins with the bytes 80 02.
   if (looks_like_safetensors(path)) return WeightFormat::safetensors;
+  // Legacy torch.save: PROTO n, then the magic number as a 10-byte LONG1.
+  if (got >= 4 && head[0] == 0x80 && head[1] <= 5 && head[2] == 0x8a && head[3] == 0x0a) return WeightFormat::torch_legacy;
   // ONNX ModelProto starts with field 1 (ir_version, varint: 0x08) in every exporter we know.
   if (got >= 2 && head[0] == 0x08 && head[1] < 0x80) return WeightFormat::onnx;
   return WeightFormat::unknown;
