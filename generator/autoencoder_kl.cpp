@@ -253,7 +253,7 @@ at::Tensor VaeEncoderImpl::forward(const at::Tensor& x) {
   at::Tensor h = conv_in(x);  // [B, boc0, H, W]
   for (auto& block : down_) h = block(h);
   h = mid_block(h);  // [B, boc_last, H/f, W/f]
-  return conv_out(apply_activation(act_fn_, conv_norm_out(h)));  // [B, 2*latent, H/f, W/f]
+  return conv_out(apply_activation_(act_fn_, conv_norm_out(h)));  // [B, 2*latent, H/f, W/f]
 }
 
 VaeDecoderImpl::VaeDecoderImpl(const AutoencoderKLConfig& c) : act_fn_(c.act_fn) {
@@ -280,7 +280,7 @@ at::Tensor VaeDecoderImpl::forward(const at::Tensor& z) {
   at::Tensor h = conv_in(z);  // [B, boc_last, h, w]
   h = mid_block(h);
   for (auto& block : up_) h = block(h);  // [B, boc0, h*f, w*f]
-  return conv_out(apply_activation(act_fn_, conv_norm_out(h)));  // [B, out, h*f, w*f]
+  return conv_out(apply_activation_(act_fn_, conv_norm_out(h)));  // [B, out, h*f, w*f]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -299,6 +299,12 @@ AutoencoderKLImpl::AutoencoderKLImpl(AutoencoderKLConfig config) : config_(std::
   if (config_.use_post_quant_conv) {
     post_quant_conv = register_module("post_quant_conv", nn::Conv2d(nn::Conv2dOptions(latent, latent, 1)));
   }
+  set_channels_last(channels_last_);
+}
+
+void AutoencoderKLImpl::set_channels_last(bool on) {
+  channels_last_ = on;
+  set_conv_weight_format(*this, on ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
 }
 
 at::Tensor AutoencoderKLImpl::prepare(const at::Tensor& x) const {

@@ -143,7 +143,8 @@ class AutoencoderKLImpl : public torch::nn::Module {
   at::Tensor decode(const at::Tensor& z);
 
   const AutoencoderKLConfig& config() const { return config_; }
-  void set_channels_last(bool on) { channels_last_ = on; }
+  // Also gives the convolution weights the matching memory format.
+  void set_channels_last(bool on);
 
  private:
   at::Tensor prepare(const at::Tensor& x) const;

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <torch/nn/modules/activation.h>
+#include <torch/utils.h>
 
 #include <algorithm>
 #include <cmath>
@@ -28,6 +29,20 @@ at::Tensor apply_activation(const std::string& name, const at::Tensor& x) {
   if (name == "mish") return at::mish(x);
   if (name == "relu") return at::relu(x);
   fail("activation: expected one of ", known_activations(), ", found '", name, "'");
+}
+
+at::Tensor apply_activation_(const std::string& name, at::Tensor x) {
+  if (name == "silu" || name == "swish") return at::silu_(x);
+  if (name == "relu") return at::relu_(x);
+  if (name == "mish") return at::mish_(x);
+  return apply_activation(name, x);
+}
+
+void set_conv_weight_format(torch::nn::Module& module, at::MemoryFormat format) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : module.parameters()) {
+    if (p.dim() == 4 && !p.is_contiguous(format)) p.set_data(p.contiguous(format));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -145,12 +160,12 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(const ResnetBlock2DOptions& o) : options_(o
 
 at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& input, const at::Tensor& temb) {
   // Ref: resnet.py ResnetBlock2D.forward (time_embedding_norm "default", no up/down, no skip_time_act)
-  at::Tensor h = conv1(apply_activation(options_.act_fn, norm1(input)));
+  at::Tensor h = conv1(apply_activation_(options_.act_fn, norm1(input)));
   if (time_emb_proj && temb.defined()) {
     at::Tensor t = time_emb_proj(apply_activation(options_.act_fn, temb));  // [B, C_out]
     h.add_(t.unsqueeze(-1).unsqueeze(-1));
   }
-  h = conv2(apply_activation(options_.act_fn, norm2(h)));
+  h = conv2(apply_activation_(options_.act_fn, norm2(h)));
   h.add_(conv_shortcut ? conv_shortcut(input) : input);
   if (options_.output_scale_factor != 1.0) h.div_(options_.output_scale_factor);
   return h;

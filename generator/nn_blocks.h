@@ -26,6 +26,12 @@ namespace idsynth::generator {
 bool is_known_activation(const std::string& name);
 std::string known_activations();  // "silu, swish, gelu, mish, relu"
 at::Tensor apply_activation(const std::string& name, const at::Tensor& x);
+// In place where libtorch has the in-place form (x must be a fresh tensor the caller owns).
+at::Tensor apply_activation_(const std::string& name, at::Tensor x);
+
+// Gives every 4-D (convolution) weight of `module` the memory format `format`, so that channels-last
+// activations meet channels-last weights (otherwise every call converts each weight again).
+void set_conv_weight_format(torch::nn::Module& module, at::MemoryFormat format);
 
 // ---------------------------------------------------------------------------------------------
 // Attention core: softmax(scale * q k^T) v, computed in query chunks so that the score matrix never

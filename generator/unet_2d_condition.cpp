@@ -398,6 +398,12 @@ UNet2DConditionImpl::UNet2DConditionImpl(UNet2DConditionConfig config) : config_
   conv_out = register_module(
       "conv_out",
       nn::Conv2d(nn::Conv2dOptions(boc[0], c.out_channels, c.conv_out_kernel).padding((c.conv_out_kernel - 1) / 2)));
+  set_channels_last(channels_last_);
+}
+
+void UNet2DConditionImpl::set_channels_last(bool on) {
+  channels_last_ = on;
+  set_conv_weight_format(*this, on ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
 }
 
 at::Tensor UNet2DConditionImpl::forward(const at::Tensor& sample, const at::Tensor& timestep,
@@ -454,7 +460,7 @@ at::Tensor UNet2DConditionImpl::forward(const at::Tensor& sample, const at::Tens
   }
 
   // 6. post-process: [B, boc0, H, W] -> [B, out, H, W]
-  x = conv_out(apply_activation(c.act_fn, conv_norm_out(x)));
+  x = conv_out(apply_activation_(c.act_fn, conv_norm_out(x)));
   return x.contiguous();
 }
 

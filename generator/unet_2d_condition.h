@@ -118,7 +118,8 @@ class UNet2DConditionImpl : public torch::nn::Module {
   const UNet2DConditionConfig& config() const { return config_; }
   // Channels-last activations (NHWC memory) make the transformer's token reshapes free and suit
   // oneDNN and cuDNN; on by default. Results are the same to rounding.
-  void set_channels_last(bool on) { channels_last_ = on; }
+  // Also gives the convolution weights the matching memory format.
+  void set_channels_last(bool on);
   bool channels_last() const { return channels_last_; }
 
  private:

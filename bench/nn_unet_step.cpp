@@ -1,0 +1,199 @@
+// One guided SD-1.5 UNet step (batch 2, 64x64 latents) and one SD-1.5 VAE decode (64x64 -> 512x512)
+// with random weights, on the CPU, in float32 and bfloat16. Prints seconds, achieved GFLOP/s
+// (0.80 TFLOP per UNet sample-evaluation, DESIGN.md) and peak RSS, next to the machine's
+// matrix-product rate measured in the same run.
+//
+//   bench_nn_unet_step [--what unet|vae|all] [--dtype fp32|bf16|all] [--iters N] [--threads N]
+//                      [--latent N] [--channels-last 0|1] [--profile PREFIX]
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "core/check.h"
+#include "core/device.h"
+#include "core/log.h"
+#include "generator/autoencoder_kl.h"
+#include "generator/unet_2d_condition.h"
+
+using namespace idsynth;
+using namespace idsynth::generator;
+
+namespace {
+
+constexpr double kUNetFlopPerSample = 0.80e12;  // one SD-1.5 UNet evaluation of a 64x64 latent
+constexpr double kSkipRepeatsAfterSeconds = 60;   // a first call slower than this is not repeated
+// diffusers 0.29.2 on this CPU (DESIGN.md): one guided step (batch 2)
+constexpr double kDiffusersStepFp32 = 19.2;
+constexpr double kDiffusersStepBf16 = 8.7;
+
+struct Args {
+  std::string what = "all";
+  std::string dtype = "all";
+  int iters = 2;
+  int threads = 0;
+  int64_t latent = 64;
+  bool channels_last = true;
+  std::string profile;  // chrome trace of one UNet call (op times), for finding slow ops
+};
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string key = argv[i];
+    auto value = [&]() -> std::string {
+      IDSYNTH_CHECK(i + 1 < argc, "bench_nn_unet_step: ", key, ": expected a value");
+      return argv[++i];
+    };
+    if (key == "--what") a.what = value();
+    else if (key == "--dtype") a.dtype = value();
+    else if (key == "--iters") a.iters = std::stoi(value());
+    else if (key == "--threads") a.threads = std::stoi(value());
+    else if (key == "--latent") a.latent = std::stoll(value());
+    else if (key == "--channels-last") a.channels_last = value() != "0";
+    else if (key == "--profile") a.profile = value();
+    else fail("bench_nn_unet_step: unknown argument '", key,
+              "' (expected --what unet|vae|all, --dtype fp32|bf16|all, --iters N, --threads N, --latent N, --channels-last 0|1)");
+  }
+  IDSYNTH_CHECK(a.what == "unet" || a.what == "vae" || a.what == "all", "--what: expected unet, vae or all, found ", a.what);
+  IDSYNTH_CHECK(a.iters >= 1, "--iters: expected >= 1, found ", a.iters);
+  return a;
+}
+
+double peak_rss_gib() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::atof(line.c_str() + 6) / (1024.0 * 1024.0);  // kB
+  }
+  return 0;
+}
+
+std::vector<c10::ScalarType> dtypes(const std::string& name) {
+  if (name == "all") return {at::kFloat, at::kBFloat16};
+  return {parse_dtype(name, "--dtype")};
+}
+
+// Times f() `iters` times (once if the first call is slow); returns {first, best} seconds.
+template <typename F>
+std::pair<double, double> time_calls(int iters, F&& f) {
+  double first = 0, best = 1e30;
+  for (int i = 0; i < iters; ++i) {
+    log::Stopwatch w;
+    f();
+    const double s = w.seconds();
+    if (i == 0) first = s;
+    best = std::min(best, s);
+    if (i == 0 && s > kSkipRepeatsAfterSeconds) break;
+  }
+  return {first, best};
+}
+
+// Reference: a square matrix product in the given dtype (what BLAS / oneDNN reach on this machine).
+double matmul_gflops(c10::ScalarType dtype) {
+  c10::InferenceMode guard;
+  const int64_t n = 2048;
+  auto a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
+  at::mm(a, b);  // warm-up
+  auto [first, best] = time_calls(3, [&] { at::mm(a, b); });
+  (void)first;
+  return 2.0 * n * n * n / best / 1e9;
+}
+
+UNet2DConditionConfig sd15_unet_config(int64_t latent) {
+  UNet2DConditionConfig c;  // diffusers defaults = SD-1.x topology
+  c.source = "SD-1.5 UNet (bench)";
+  c.sample_size = latent;
+  c.cross_attention_dim = {768};
+  c.attention_head_dim = {8};
+  c.check();
+  return c;
+}
+
+AutoencoderKLConfig sd15_vae_config() {
+  AutoencoderKLConfig c;
+  c.source = "SD-1.5 VAE (bench)";
+  c.block_out_channels = {128, 256, 512, 512};
+  c.down_block_types.assign(4, "DownEncoderBlock2D");
+  c.up_block_types.assign(4, "UpDecoderBlock2D");
+  c.layers_per_block = 2;
+  c.sample_size = 512;
+  c.check();
+  return c;
+}
+
+void bench_unet(const Args& args) {
+  log::Stopwatch build;
+  UNet2DCondition unet(sd15_unet_config(args.latent));
+  unet->eval();
+  unet->set_channels_last(args.channels_last);
+  std::printf("unet: SD-1.5 config, %.1f M parameters, built with random weights in %.1f s\n",
+              count_parameters(*unet) / 1e6, build.seconds());
+  const double flop = kUNetFlopPerSample * 2 * (args.latent * args.latent) / (64.0 * 64.0);
+  torch::manual_seed(0);
+  const auto latents = torch::randn({2, 4, args.latent, args.latent});
+  const auto ehs = torch::randn({2, 77, 768});
+  const auto t = torch::tensor(999, torch::kLong);
+  for (auto dtype : dtypes(args.dtype)) {
+    unet->to(dtype);
+    const double ref = matmul_gflops(dtype);
+    auto [first, best] = time_calls(args.iters, [&] { unet->forward(latents, t, ehs); });
+    if (!args.profile.empty()) {
+      torch::autograd::profiler::RecordProfile guard(args.profile + "." + dtype_string(dtype) + ".json");
+      unet->forward(latents, t, ehs);
+    }
+    const double diffusers = dtype == at::kBFloat16 ? kDiffusersStepBf16 : kDiffusersStepFp32;
+    std::printf(
+        "unet step  %-8s batch 2, %ldx%ld latents, threads %d: first %.2f s, best %.2f s -> %.0f GFLOP/s "
+        "(matmul reference %.0f GFLOP/s; diffusers reference %.1f s/step at 64x64) | peak RSS %.2f GiB\n",
+        dtype_string(dtype).c_str(), static_cast<long>(args.latent), static_cast<long>(args.latent),
+        at::get_num_threads(), first, best, flop / best / 1e9, ref, diffusers, peak_rss_gib());
+    std::fflush(stdout);
+  }
+}
+
+void bench_vae(const Args& args) {
+  log::Stopwatch build;
+  AutoencoderKL vae(sd15_vae_config());
+  vae->eval();
+  vae->set_channels_last(args.channels_last);
+  std::printf("vae: SD-1.5 config, %.1f M parameters, built with random weights in %.1f s\n",
+              count_parameters(*vae) / 1e6, build.seconds());
+  torch::manual_seed(0);
+  const auto z = torch::randn({1, 4, args.latent, args.latent});
+  for (auto dtype : dtypes(args.dtype)) {
+    vae->to(dtype);
+    auto [first, best] = time_calls(args.iters, [&] { vae->decode(z); });
+    std::printf("vae decode %-8s 1x4x%ldx%ld -> %ldx%ld, threads %d: first %.2f s, best %.2f s | peak RSS %.2f GiB\n",
+                dtype_string(dtype).c_str(), static_cast<long>(args.latent), static_cast<long>(args.latent),
+                static_cast<long>(args.latent * 8), static_cast<long>(args.latent * 8), at::get_num_threads(), first,
+                best, peak_rss_gib());
+    std::fflush(stdout);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const Args args = parse_args(argc, argv);
+    const int threads = configure_threads(args.threads);
+    std::printf("bench_nn_unet_step: threads %d, oneDNN %s, channels-last %s\n", threads,
+                at::hasMKLDNN() ? "yes" : "no", args.channels_last ? "on" : "off");
+    if (args.what == "unet" || args.what == "all") bench_unet(args);
+    if (args.what == "vae" || args.what == "all") bench_vae(args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_nn_unet_step: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
