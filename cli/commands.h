@@ -26,6 +26,10 @@ struct Command {
 const std::vector<Command>& commands();
 
 int cmd_weights(const std::vector<std::string>& args);
+int cmd_embed(const std::vector<std::string>& args);
+int cmd_identities(const std::vector<std::string>& args);
+int cmd_init_model(const std::vector<std::string>& args);
 int cmd_config(const std::vector<std::string>& args);
+int cmd_eval(const std::vector<std::string>& args);
 
 }  // namespace idsynth::cli

@@ -15,8 +15,12 @@ namespace idsynth::cli {
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
+      {"init-model", "write a small random-weight Arc2Face model in the real file layout", cmd_init_model},
+      {"identities", "sample well-separated synthetic identity vectors", cmd_identities},
+      {"embed", "photos -> L2-normalised identity vectors (SCRFD, ArcFace alignment, ArcFace/IResNet)", cmd_embed},
       {"weights", "list the tensors of a weight file (safetensors, torch checkpoint, ONNX)", cmd_weights},
       {"config", "print the default config, or validate and resolve a config file", cmd_config},
+      {"eval", "evaluate: verification on .bin packs, FID, LPIPS diversity", cmd_eval},
   };
   return table;
 }

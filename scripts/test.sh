@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine and runs the whole test suite: dependencies, build, every
+# GoogleTest suite through ctest, then the untrusted-input parsers again under AddressSanitizer.
+# Parity tests read ../shared/goldens (or $IDSYNTH_GOLDENS); with IDSYNTH_REQUIRE_GOLDENS=1 a
+# missing golden fails instead of skipping.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$(date +%s)
+
+scripts/install-deps.sh
+if [ -x scripts/fetch-test-models.sh ]; then scripts/fetch-test-models.sh; fi
+
+scripts/build.sh
+built=$(date +%s)
+echo "test.sh: build took $((built - start)) s"
+
+ctest --test-dir build --output-on-failure --timeout 1200
+tested=$(date +%s)
+echo "test.sh: tests took $((tested - built)) s"
+
+# The parsers that read hostile files (pickle, torch checkpoints, safetensors, JSON, configs) once
+# more with AddressSanitizer + UBSan. libtorch itself is not instrumented, and it keeps allocations
+# alive at exit, so leak checking is off.
+export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIDSYNTH_SANITIZE=ON \
+  -DIDSYNTH_BUILD_BENCH=OFF >/dev/null
+cmake --build build-asan -j"$(nproc)" --target test_core
+ASAN_OPTIONS=detect_leaks=0:detect_odr_violation=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  build-asan/tests/test_core --gtest_brief=1
+echo "test.sh: sanitizer pass took $(( $(date +%s) - tested )) s"

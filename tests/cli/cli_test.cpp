@@ -1,0 +1,124 @@
+// The idsynth executable as a user runs it: help texts, exit codes, one-line errors, docs/cli.md.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "core/file_util.h"
+#include "tests/support/goldens.h"
+#include "tests/support/process.h"
+
+namespace idsynth {
+namespace {
+
+using test::idsynth_binary;
+using test::run_command;
+
+int count_lines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+TEST(Cli, HelpForEveryCommandAndDocsAgree) {
+  auto top = run_command(idsynth_binary() + " --help");
+  ASSERT_EQ(top.exit_code, 0) << top.err;
+  for (const char* cmd : {"init-model", "weights", "config", "identities"}) {
+    EXPECT_NE(top.out.find(std::string("  ") + cmd + " "), std::string::npos) << cmd;
+    auto r = run_command(idsynth_binary() + " " + cmd + " --help");
+    EXPECT_EQ(r.exit_code, 0) << cmd << ": " << r.err;
+    EXPECT_NE(r.out.find(std::string("usage: idsynth ") + cmd), std::string::npos) << cmd;
+  }
+  // docs/cli.md is generated from these texts; regenerate into a temp file and compare.
+  const std::string fresh = test::temp_dir("docs") + "/cli.md";
+  auto gen = run_command(std::string(IDSYNTH_SOURCE_DIR) + "/scripts/gen-cli-docs.sh " + idsynth_binary() + " " + fresh);
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  EXPECT_EQ(read_text_file(fresh), read_text_file(std::string(IDSYNTH_SOURCE_DIR) + "/docs/cli.md"))
+      << "docs/cli.md is stale: run scripts/gen-cli-docs.sh";
+}
+
+TEST(Cli, UsageErrorsExitTwo) {
+  EXPECT_EQ(run_command(idsynth_binary()).exit_code, 2);
+  auto r = run_command(idsynth_binary() + " frobnicate");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown command 'frobnicate'"), std::string::npos);
+  r = run_command(idsynth_binary() + " weights --bogus x");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(count_lines(r.err), 1) << r.err;
+}
+
+TEST(Cli, WeightsListsGoldenFileAndRejectsBadFile) {
+  IDSYNTH_REQUIRE_GOLDEN(path, "vae_tiny/vae/diffusion_pytorch_model.safetensors");
+  auto r = run_command(idsynth_binary() + " weights " + path);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("safetensors"), std::string::npos);
+  EXPECT_NE(r.out.find("decoder.conv_in.weight"), std::string::npos);
+  EXPECT_NE(r.out.find("F16   [64, 4, 3, 3]"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("total parameters: "), std::string::npos);
+
+  const std::string bad = test::temp_dir("bad") + "/bad.safetensors";
+  std::ofstream(bad, std::ios::binary) << std::string("\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":", 14);
+  r = run_command(idsynth_binary() + " weights " + bad);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(count_lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find(bad), std::string::npos) << r.err;
+  r = run_command(idsynth_binary() + " weights /nonexistent/file.bin");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("/nonexistent/file.bin"), std::string::npos) << r.err;
+}
+
+TEST(Cli, InitModelWritesLoadableFoldersInBothLayouts) {
+  const std::string dir = test::temp_dir("init");
+  for (const char* layout : {"diffusers", "arc2face"}) {
+    const std::string out = dir + "/" + layout;
+    auto r = run_command(idsynth_binary() + " init-model --out " + out + " --layout " + layout + " --seed 3");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const std::string unet = out + (std::string(layout) == "arc2face" ? "/arc2face" : "/unet");
+    const std::string text = std::string(layout) == "arc2face" ? out + "/encoder/pytorch_model.bin" : out + "/text_encoder/model.safetensors";
+    for (const std::string& f : {unet + "/config.json", unet + "/diffusion_pytorch_model.safetensors", text,
+                                 out + "/vae/config.json", out + "/scheduler/scheduler_config.json"}) {
+      EXPECT_TRUE(file_exists(f)) << f;
+    }
+    r = run_command(idsynth_binary() + " weights " + text);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("text_model.encoder.layers.1.mlp.fc2.weight"), std::string::npos);
+    EXPECT_NE(r.out.find(std::string(layout) == "arc2face" ? "torch zip checkpoint" : "safetensors"), std::string::npos);
+  }
+  // Same seed, same bytes.
+  auto again = run_command(idsynth_binary() + " init-model --out " + dir + "/again --seed 3");
+  ASSERT_EQ(again.exit_code, 0);
+  EXPECT_EQ(read_text_file(dir + "/again/unet/diffusion_pytorch_model.safetensors"),
+            read_text_file(dir + "/diffusers/unet/diffusion_pytorch_model.safetensors"));
+}
+
+TEST(Cli, ConfigDefaultsAndOneLineErrors) {
+  auto r = run_command(idsynth_binary() + " config --defaults");
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("steps: 25  # denoising steps"), std::string::npos) << r.out;
+  const std::string cfg = test::temp_dir("cfg") + "/bad.yaml";
+  std::ofstream(cfg) << "generation:\n  steps: -1\n";
+  r = run_command(idsynth_binary() + " config --config " + cfg);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(count_lines(r.err), 1);
+  EXPECT_NE(r.err.find(cfg + ": generation.steps: expected an integer >= 1"), std::string::npos) << r.err;
+  r = run_command(idsynth_binary() + " config --set generation.guidance=7.5");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.out.find("guidance: 7.5"), std::string::npos);
+}
+
+TEST(Cli, IdentitiesAreSeparatedAndDeterministic) {
+  const std::string dir = test::temp_dir("ids");
+  auto r = run_command(idsynth_binary() + " identities --count 300 --dim 16 --max-similarity 0.5 --seed 4 --out " + dir + "/a.safetensors");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("acceptance"), std::string::npos);
+  r = run_command(idsynth_binary() + " identities --count 300 --dim 16 --max-similarity 0.5 --seed 4 --out " + dir + "/b.safetensors");
+  ASSERT_EQ(r.exit_code, 0);
+  EXPECT_EQ(read_text_file(dir + "/a.safetensors"), read_text_file(dir + "/b.safetensors"));
+  // Impossible request: 300 vectors in 2-D that are all >90 degrees apart.
+  r = run_command(idsynth_binary() + " identities --count 300 --dim 2 --max-similarity -0.5 --out " + dir + "/c.safetensors");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("too strict"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace idsynth
