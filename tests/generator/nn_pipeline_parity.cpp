@@ -1,0 +1,154 @@
+// The whole Arc2Face sampling pipeline vs diffusers 0.29.2 on tiny random models
+// (goldens/pipeline_tiny): conditioning, seeded latents, CFG + DPM-Solver++ chain, VAE decode.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <iostream>
+
+#include "core/check.h"
+#include "core/safetensors.h"
+#include "generator/arc2face_pipeline.h"
+#include "tests/support/goldens.h"
+#include "tests/support/tensor_compare.h"
+
+using namespace idsynth;
+using namespace idsynth::generator;
+
+namespace {
+
+Arc2FacePipeline load_tiny(const std::string& dir, const std::string& scheduler = "dpmsolver++") {
+  PipelineOptions options;
+  options.scheduler = scheduler;
+  return Arc2FacePipeline::load(Arc2FaceModelPaths::resolve(dir + "/pipeline"), options);
+}
+
+void expect_close(const char* what, const torch::Tensor& actual, const torch::Tensor& expected, double atol) {
+  std::cout << "  max|diff| " << what << " = " << test::max_abs_diff(actual, expected) << "\n";
+  EXPECT_TRUE(test::all_close(actual, expected, atol, what));
+}
+
+}  // namespace
+
+TEST(PipelineParity, MatchesDiffusersStableDiffusionPipeline) {
+  IDSYNTH_REQUIRE_GOLDEN(dir, "pipeline_tiny");
+  at::set_num_threads(2);
+  auto inputs = SafeTensorsFile(dir + "/inputs.safetensors").all();
+  auto expected = SafeTensorsFile(dir + "/expected.safetensors").all();
+  auto pipe = load_tiny(dir);
+  const auto& ids = inputs.at("id_embeds");
+  const int64_t per_id = inputs.at("num_images_per_prompt").item<int64_t>();
+  const int64_t height = inputs.at("height").item<int64_t>(), width = inputs.at("width").item<int64_t>();
+  ASSERT_EQ(pipe.vae_scale_factor(), 2);
+  EXPECT_EQ(pipe.default_image_size(), 32);
+
+  // 1. conditioning
+  torch::NoGradGuard no_grad;
+  expect_close("prompt_embeds", pipe.encode_ids(ids), expected.at("prompt_embeds"), 1e-5);
+  expect_close("negative_prompt_embeds", pipe.unconditional_embedding(), expected.at("negative_prompt_embeds"), 1e-5);
+
+  // 2. latents: one CPU generator seeded 1234, one randn call -> bit-exact
+  auto latents = pipe.draw_latents(static_cast<uint64_t>(inputs.at("seed").item<int64_t>()), ids.size(0) * per_id, height, width);
+  EXPECT_TRUE(torch::equal(latents, expected.at("init_latents"))) << "max|diff| "
+      << (latents - expected.at("init_latents")).abs().max().item<double>();
+
+  // 3. sampling
+  SampleOptions options;
+  options.num_inference_steps = inputs.at("num_inference_steps").item<int64_t>();
+  options.guidance_scale = inputs.at("guidance_scale").item<double>();
+  SampleTrace trace;
+  auto images = pipe.sample(ids, latents, options, &trace);
+  EXPECT_TRUE(torch::equal(trace.timesteps, expected.at("timesteps"))) << trace.timesteps;
+  expect_close("noise_pred_cfg", torch::stack(trace.noise_pred_cfg), expected.at("noise_pred_cfg"), 1e-3);
+  expect_close("latents_per_step", torch::stack(trace.latents), expected.at("latents_per_step"), 1e-3);
+  expect_close("decoded_raw", trace.decoded, expected.at("decoded_raw"), 2e-3);
+  expect_close("images", images, expected.at("images"), 2e-3);
+
+  // 4. uint8 as diffusers' numpy_to_pil: at most one grey level apart from the reference
+  auto bytes = Arc2FacePipeline::to_uint8(images).to(torch::kInt);
+  auto ref = Arc2FacePipeline::to_uint8(expected.at("images")).to(torch::kInt);
+  EXPECT_LE((bytes - ref).abs().max().item<int>(), 1);
+}
+
+TEST(PipelineDeterminism, SameInputsGiveSameBytes) {
+  IDSYNTH_REQUIRE_GOLDEN(dir, "pipeline_tiny");
+  at::set_num_threads(2);
+  auto inputs = SafeTensorsFile(dir + "/inputs.safetensors").all();
+  auto pipe = load_tiny(dir);
+  SampleOptions options;
+  options.num_inference_steps = 2;
+  auto ids = inputs.at("id_embeds").slice(0, 0, 1);
+  auto a = pipe.sample(ids, pipe.draw_latents(7, 2, 32, 32), options);
+  auto b = pipe.sample(ids, pipe.draw_latents(7, 2, 32, 32), options);
+  EXPECT_TRUE(torch::equal(a, b));
+  EXPECT_TRUE(torch::equal(Arc2FacePipeline::to_uint8(a), Arc2FacePipeline::to_uint8(b)));
+}
+
+TEST(PipelineBatching, BatchSizeDoesNotChangeImages) {
+  IDSYNTH_REQUIRE_GOLDEN(dir, "pipeline_tiny");
+  at::set_num_threads(2);
+  auto inputs = SafeTensorsFile(dir + "/inputs.safetensors").all();
+  auto pipe = load_tiny(dir);
+  // 8 images: 2 identities x 4, per-image latents as the dataset generator draws them.
+  std::vector<torch::Tensor> per_image;
+  for (int64_t i = 0; i < 8; ++i) per_image.push_back(pipe.draw_latents(100 + static_cast<uint64_t>(i), 1, 32, 32));
+  auto latents = torch::cat(per_image);
+  SampleOptions options;
+  options.num_inference_steps = 2;
+  options.batch_size = 0;
+  auto all = pipe.sample(inputs.at("id_embeds"), latents, options);
+  options.batch_size = 1;
+  auto ones = pipe.sample(inputs.at("id_embeds"), latents, options);
+  EXPECT_EQ(all.sizes(), (std::vector<int64_t>{8, 32, 32, 3}));
+  std::cout << "  max|diff| batch 8 vs batches of 1 = " << test::max_abs_diff(ones, all) << "\n";
+  EXPECT_ALL_CLOSE(ones, all, 1e-5);
+  // Per-image seeding: image 5 (identity 1) alone equals image 5 of the batch.
+  auto single = pipe.sample(inputs.at("id_embeds").slice(0, 1, 2), per_image[5], options);
+  EXPECT_ALL_CLOSE(single[0], all[5], 1e-5);
+}
+
+TEST(PipelineSchedulers, DdimAndEulerRunAndBatchAlike) {
+  IDSYNTH_REQUIRE_GOLDEN(dir, "pipeline_tiny");
+  at::set_num_threads(2);
+  auto inputs = SafeTensorsFile(dir + "/inputs.safetensors").all();
+  for (const char* kind : {"ddim", "euler"}) {
+    SCOPED_TRACE(kind);
+    auto pipe = load_tiny(dir, kind);
+    auto ids = inputs.at("id_embeds");
+    auto latents = pipe.draw_latents(5, 2, 32, 32);
+    SampleOptions options;
+    options.num_inference_steps = 2;
+    auto both = pipe.sample(ids, latents, options);
+    options.batch_size = 1;
+    auto ones = pipe.sample(ids, latents, options);
+    EXPECT_TRUE(torch::isfinite(both).all().item<bool>());
+    EXPECT_ALL_CLOSE(ones, both, 1e-5);
+  }
+}
+
+TEST(PipelinePaths, MissingFilesAreNamed) {
+  IDSYNTH_REQUIRE_GOLDEN(dir, "pipeline_tiny");
+  const std::string tmp = test::temp_dir("pipeline_paths");
+  try {
+    Arc2FaceModelPaths::resolve(tmp);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(tmp + "/unet/config.json"), std::string::npos) << e.what();
+  }
+  // Arc2Face download layout (arc2face/ + encoder/) with an SD-1.5 base folder for vae/ and scheduler/.
+  const std::string arc = tmp + "/arc", base = dir + "/pipeline";
+  ASSERT_EQ(std::system(("mkdir -p " + arc + " && ln -s " + base + "/unet " + arc + "/arc2face && ln -s " + base +
+                         "/text_encoder " + arc + "/encoder").c_str()), 0);
+  try {
+    Arc2FaceModelPaths::resolve(arc);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(arc + "/vae/config.json"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--base-dir"), std::string::npos) << e.what();
+  }
+  auto paths = Arc2FaceModelPaths::resolve(arc, base);
+  EXPECT_EQ(paths.unet_weights, arc + "/arc2face/diffusion_pytorch_model.safetensors");
+  EXPECT_EQ(paths.text_encoder_weights, arc + "/encoder/model.safetensors");
+  EXPECT_EQ(paths.vae_dir, base + "/vae");
+  EXPECT_EQ(paths.scheduler_config, base + "/scheduler/scheduler_config.json");
+  EXPECT_EQ(paths.files().size(), 7u);
+}
