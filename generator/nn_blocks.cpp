@@ -48,13 +48,16 @@ void set_conv_weight_format(torch::nn::Module& module, at::MemoryFormat format) 
 // ---------------------------------------------------------------------------------------------
 // Chunked attention
 // ---------------------------------------------------------------------------------------------
-int64_t attention_query_chunk(int64_t bh, int64_t nq, int64_t nk, int64_t element_bytes, int64_t budget_bytes) {
-  const int64_t row_bytes = std::max<int64_t>(1, bh * nk * element_bytes);
-  return std::clamp<int64_t>(budget_bytes / row_bytes, 1, std::max<int64_t>(nq, 1));
+AttentionTiling attention_tiling(int64_t bh, int64_t nq, int64_t nk, int64_t element_bytes, int64_t tile_bytes) {
+  AttentionTiling t;
+  const int64_t row_bytes = std::max<int64_t>(1, nk * element_bytes);  // one query row of one head
+  t.rows = std::clamp<int64_t>(tile_bytes / row_bytes, 1, std::max<int64_t>(nq, 1));
+  if (t.rows == nq) t.heads = std::clamp<int64_t>(tile_bytes / (row_bytes * std::max<int64_t>(nq, 1)), 1, std::max<int64_t>(bh, 1));
+  return t;
 }
 
 at::Tensor chunked_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
-                             bool upcast_scores, bool upcast_softmax, int64_t budget_bytes) {
+                             bool upcast_scores, bool upcast_softmax, int64_t tile_bytes) {
   // Ref: attention_processor.py Attention.get_attention_scores + AttnProcessor.__call__
   const auto out_dtype = q.scalar_type();
   const at::Tensor qq = upcast_scores ? q.to(at::kFloat) : q;
@@ -62,25 +65,29 @@ at::Tensor chunked_attention(const at::Tensor& q, const at::Tensor& k, const at:
   const int64_t bh = q.size(0), nq = q.size(1), nk = k.size(1);
   const bool float_softmax = upcast_softmax || qq.scalar_type() == at::kFloat;
   const int64_t element_bytes = float_softmax ? 4 : static_cast<int64_t>(c10::elementSize(qq.scalar_type()));
-  const int64_t rows = attention_query_chunk(bh, nq, nk, element_bytes, budget_bytes);
+  const AttentionTiling tiling = attention_tiling(bh, nq, nk, element_bytes, tile_bytes);
 
-  auto attend = [&](const at::Tensor& q_rows) {
+  auto attend = [&](const at::Tensor& q_tile, const at::Tensor& kt_tile, const at::Tensor& v_tile) {
     // diffusers calls baddbmm(empty, q, k^T, beta=0, alpha=scale). libtorch 1.13's small-matrix
     // baddbmm kernel still reads the uninitialised input (NaN garbage) when beta is 0, so scale after
     // the product instead: the BLAS kernels apply alpha to the same float32 accumulator, which gives
     // the same numbers.
-    at::Tensor scores = at::bmm(q_rows, kt).mul_(scale);
+    at::Tensor scores = at::bmm(q_tile, kt_tile).mul_(scale);
     if (upcast_softmax) scores = scores.to(at::kFloat);
     at::Tensor probs = scores.softmax(-1);
     scores.reset();
-    return at::bmm(probs.to(out_dtype), v);  // [BH, rows, dv]
+    return at::bmm(probs.to(out_dtype), v_tile);  // [heads, rows, dv]
   };
-  if (rows >= nq) return attend(qq);
+  if (tiling.heads >= bh && tiling.rows >= nq) return attend(qq, kt, v);
 
-  at::Tensor out = at::empty({bh, nq, v.size(2)}, v.options());
-  for (int64_t start = 0; start < nq; start += rows) {
-    const int64_t n = std::min(rows, nq - start);
-    out.narrow(1, start, n).copy_(attend(qq.narrow(1, start, n)));
+  at::Tensor out = at::empty({bh, nq, v.size(2)}, v.options().dtype(out_dtype));
+  for (int64_t h0 = 0; h0 < bh; h0 += tiling.heads) {
+    const int64_t hn = std::min(tiling.heads, bh - h0);
+    const at::Tensor q_heads = qq.narrow(0, h0, hn), kt_heads = kt.narrow(0, h0, hn), v_heads = v.narrow(0, h0, hn);
+    for (int64_t r0 = 0; r0 < nq; r0 += tiling.rows) {
+      const int64_t rn = std::min(tiling.rows, nq - r0);
+      out.narrow(0, h0, hn).narrow(1, r0, rn).copy_(attend(q_heads.narrow(1, r0, rn), kt_heads, v_heads));
+    }
   }
   return out;
 }

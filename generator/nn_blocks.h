@@ -34,21 +34,28 @@ at::Tensor apply_activation_(const std::string& name, at::Tensor x);
 void set_conv_weight_format(torch::nn::Module& module, at::MemoryFormat format);
 
 // ---------------------------------------------------------------------------------------------
-// Attention core: softmax(scale * q k^T) v, computed in query chunks so that the score matrix never
-// exceeds `budget_bytes` (a 64x64 latent has 4096 tokens: the full [B*heads, 4096, 4096] float32
-// scores of one SD-1.5 self-attention at batch 2 would be 1 GiB). Each chunk is the reference
-// computation (baddbmm with beta 0 and alpha = scale, softmax over keys, bmm), so the result equals
-// the unchunked one row for row.
-// q: [BH, Nq, d], k: [BH, Nk, d], v: [BH, Nk, dv] -> [BH, Nq, dv] in v's dtype.
+// Attention core: softmax(scale * q k^T) v, computed in tiles of heads x query rows so that the score
+// matrix in memory never exceeds `tile_bytes`. A 64x64 latent has 4096 tokens: the full
+// [B*heads, 4096, 4096] float32 scores of one SD-1.5 self-attention at batch 2 would be 1 GiB.
+// Tiles are whole heads where they fit, else query-row blocks of one head. Measured on 2 busy cores,
+// smaller (cache-sized, 1-4 MiB) tiles were 2-8x slower than 128 MiB ones: per-call threading
+// overhead outweighs the cache reuse, so the default is a memory cap, not a cache size. Each tile is the reference computation (q k^T times scale, softmax over keys, bmm), so the
+// result equals the untiled one row for row.
+// q: [BH, Nq, d], k: [BH, Nk, d], v: [BH, Nk, dv] -> [BH, Nq, dv] in q's dtype.
 // upcast_scores: q k^T in float32 (diffusers upcast_attention); upcast_softmax: softmax in float32.
 // ---------------------------------------------------------------------------------------------
-constexpr int64_t kAttentionScoreBudgetBytes = int64_t{128} << 20;
+constexpr int64_t kAttentionTileBytes = int64_t{128} << 20;
 
 at::Tensor chunked_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
                              bool upcast_scores = false, bool upcast_softmax = false,
-                             int64_t budget_bytes = kAttentionScoreBudgetBytes);
-// Number of query rows per chunk for that budget (at least 1, at most nq).
-int64_t attention_query_chunk(int64_t bh, int64_t nq, int64_t nk, int64_t element_bytes, int64_t budget_bytes);
+                             int64_t tile_bytes = kAttentionTileBytes);
+
+// How chunked_attention splits the work: `heads` of the BH matrices and `rows` query rows per tile.
+struct AttentionTiling {
+  int64_t heads = 1;
+  int64_t rows = 1;
+};
+AttentionTiling attention_tiling(int64_t bh, int64_t nq, int64_t nk, int64_t element_bytes, int64_t tile_bytes);
 
 // ---------------------------------------------------------------------------------------------
 // Attention (diffusers Attention + AttnProcessor): to_q, to_k, to_v, to_out.0, optional group_norm.

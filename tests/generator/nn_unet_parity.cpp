@@ -47,7 +47,7 @@ std::string folder_with_config(const std::string& golden_unet, const std::functi
 
 TEST(UNetParity, MatchesDiffusersTiny) {
   IDSYNTH_REQUIRE_GOLDEN(dir, "unet_tiny/unet");
-  at::set_num_threads(2);
+  at::set_num_threads(1);  // tiny model: one thread is as fast and immune to a busy machine
   const auto inputs = SafeTensorsFile(dir + "/../inputs.safetensors").all();
   const auto expected = SafeTensorsFile(dir + "/../expected.safetensors").all();
   auto unet = load_unet(dir, torch::kCPU, torch::kFloat);
@@ -69,7 +69,7 @@ TEST(UNetParity, MatchesDiffusersTiny) {
 
 TEST(UNetParity, BatchOfTwoEqualsTwoBatchesOfOne) {
   IDSYNTH_REQUIRE_GOLDEN(dir, "unet_tiny/unet");
-  at::set_num_threads(2);
+  at::set_num_threads(1);  // tiny model: one thread is as fast and immune to a busy machine
   const auto inputs = SafeTensorsFile(dir + "/../inputs.safetensors").all();
   auto unet = load_unet(dir, torch::kCPU, torch::kFloat);
   const auto& sample = inputs.at("sample");
@@ -84,7 +84,7 @@ TEST(UNetParity, BatchOfTwoEqualsTwoBatchesOfOne) {
 
 TEST(UNetParity, OddLatentSizeUsesSkipSizes) {
   IDSYNTH_REQUIRE_GOLDEN(dir, "unet_tiny/unet");
-  at::set_num_threads(2);
+  at::set_num_threads(1);  // tiny model: one thread is as fast and immune to a busy machine
   auto unet = load_unet(dir, torch::kCPU, torch::kFloat);
   torch::manual_seed(0);
   // 10 is not a multiple of 2^2: the upsamplers must resize to the skip connections' 5x5 and 10x10.
@@ -185,11 +185,17 @@ TEST(Attention, ChunkedEqualsFullAttention) {
   const auto q = torch::randn({6, 37, 8}), k = torch::randn({6, 29, 8}), v = torch::randn({6, 29, 5});
   const double scale = 1.0 / std::sqrt(8.0);
   const auto full = torch::softmax(torch::bmm(q, k.transpose(1, 2)) * scale, -1).bmm(v);
-  EXPECT_EQ(attention_query_chunk(6, 37, 29, 4, 6 * 29 * 4 * 5), 5);
+  // 5 rows of one head per tile; whole heads (2 of them) once a tile holds more than Nq rows.
+  EXPECT_EQ(attention_tiling(6, 37, 29, 4, 29 * 4 * 5).rows, 5);
+  EXPECT_EQ(attention_tiling(6, 37, 29, 4, 29 * 4 * 5).heads, 1);
+  EXPECT_EQ(attention_tiling(6, 37, 29, 4, 29 * 4 * 37 * 2 + 7).rows, 37);
+  EXPECT_EQ(attention_tiling(6, 37, 29, 4, 29 * 4 * 37 * 2 + 7).heads, 2);
   const auto unchunked = chunked_attention(q, k, v, scale);
-  const auto chunked = chunked_attention(q, k, v, scale, false, false, /*budget_bytes=*/6 * 29 * 4 * 5);
+  const auto chunked = chunked_attention(q, k, v, scale, false, false, /*tile_bytes=*/29 * 4 * 5);
+  const auto by_heads = chunked_attention(q, k, v, scale, false, false, /*tile_bytes=*/29 * 4 * 37 * 2);
   EXPECT_ALL_CLOSE(unchunked, full, 1e-6);
   EXPECT_ALL_CLOSE(chunked, unchunked, 1e-6);
-  const auto one_row = chunked_attention(q, k, v, scale, true, true, /*budget_bytes=*/1);
+  EXPECT_ALL_CLOSE(by_heads, unchunked, 1e-6);
+  const auto one_row = chunked_attention(q, k, v, scale, true, true, /*tile_bytes=*/1);
   EXPECT_ALL_CLOSE(one_row, unchunked, 1e-6);
 }
