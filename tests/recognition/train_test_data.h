@@ -1,0 +1,138 @@
+// Test data for the FR training tests: procedurally drawn identities (each identity = a fixed random
+// layout of coloured shapes; each image = that layout shifted, re-lit, with a random distractor shape
+// and noise) rendered to 112×112 JPEGs, and a minimal writer of idsynth HDF5 shards (docs/formats.md:
+// `labels` int64 [N], `aligned`/`images` variable-length uint8 JPEG bytes). Independent of the
+// dataset generator's own shard writer on purpose.
+#pragma once
+
+#include <hdf5.h>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include <cstdint>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "core/image.h"
+#include "recognition/train_config.h"
+
+namespace idsynth::test {
+
+inline void write_test_shard(const std::string& path, const std::vector<int64_t>& labels,
+                             const std::vector<std::string>& jpegs, const char* image_name = "aligned") {
+  const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (f < 0) throw std::runtime_error("cannot create " + path);
+  const hsize_t n = labels.size();
+  const hid_t space = H5Screate_simple(1, &n, nullptr);
+  const hid_t dl = H5Dcreate2(f, "labels", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  if (n) H5Dwrite(dl, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels.data());
+  H5Dclose(dl);
+  const hid_t ftype = H5Tvlen_create(H5T_STD_U8LE);
+  const hid_t mtype = H5Tvlen_create(H5T_NATIVE_UINT8);
+  std::vector<hvl_t> vl(n);
+  for (size_t i = 0; i < n; ++i) vl[i] = hvl_t{jpegs[i].size(), const_cast<char*>(jpegs[i].data())};
+  const hid_t di = H5Dcreate2(f, image_name, ftype, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  if (n) H5Dwrite(di, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, vl.data());
+  H5Dclose(di);
+  H5Tclose(ftype);
+  H5Tclose(mtype);
+  H5Sclose(space);
+  H5Fclose(f);
+}
+
+struct Shape {
+  int kind;  // 0 circle, 1 rectangle, 2 triangle
+  cv::Point2f centre;
+  float size;
+  cv::Scalar colour;
+};
+
+inline Shape random_shape(std::mt19937& rng) {
+  std::uniform_real_distribution<float> pos(25, 87), size(10, 22), col(0, 255);
+  std::uniform_int_distribution<int> kind(0, 2);
+  return {kind(rng), {pos(rng), pos(rng)}, size(rng), cv::Scalar(col(rng), col(rng), col(rng))};
+}
+
+inline void draw(cv::Mat& img, const Shape& s, cv::Point2f shift) {
+  const cv::Point2f c = s.centre + shift;
+  if (s.kind == 0) {
+    cv::circle(img, c, static_cast<int>(s.size), s.colour, cv::FILLED, cv::LINE_AA);
+  } else if (s.kind == 1) {
+    cv::rectangle(img, cv::Rect(cv::Point(static_cast<int>(c.x - s.size), static_cast<int>(c.y - s.size * 0.6f)),
+                                cv::Point(static_cast<int>(c.x + s.size), static_cast<int>(c.y + s.size * 0.6f))),
+                  s.colour, cv::FILLED, cv::LINE_AA);
+  } else {
+    std::vector<cv::Point> tri = {cv::Point(static_cast<int>(c.x), static_cast<int>(c.y - s.size)),
+                                  cv::Point(static_cast<int>(c.x - s.size), static_cast<int>(c.y + s.size)),
+                                  cv::Point(static_cast<int>(c.x + s.size), static_cast<int>(c.y + s.size))};
+    cv::fillConvexPoly(img, tri, s.colour, cv::LINE_AA);
+  }
+}
+
+// `n_images` JPEGs of identity `identity` (deterministic in (seed, identity, image)).
+inline std::vector<std::string> render_identity(uint32_t seed, int64_t identity, int n_images) {
+  std::mt19937 id_rng(seed * 7919u + static_cast<uint32_t>(identity) * 104729u + 1u);
+  std::vector<Shape> layout;
+  for (int k = 0; k < 3; ++k) layout.push_back(random_shape(id_rng));
+  std::vector<std::string> out;
+  for (int i = 0; i < n_images; ++i) {
+    std::mt19937 rng(seed * 31u + static_cast<uint32_t>(identity) * 1009u + static_cast<uint32_t>(i) * 17u + 5u);
+    std::uniform_real_distribution<float> shift(-8, 8), light(0.7f, 1.3f), bg(60, 200);
+    const float b = bg(rng);
+    cv::Mat img(112, 112, CV_8UC3, cv::Scalar(b, b, b));
+    const cv::Point2f d(shift(rng), shift(rng));
+    // A distractor drawn under or over the identity's shapes.
+    const Shape distractor = random_shape(rng);
+    const bool over = rng() % 2;
+    if (!over) draw(img, distractor, {0, 0});
+    for (const auto& s : layout) draw(img, s, d);
+    if (over) draw(img, distractor, {0, 0});
+    cv::Mat f;
+    img.convertTo(f, CV_32FC3, light(rng));
+    cv::Mat noise(112, 112, CV_32FC3);
+    cv::randn(noise, 0, 12);
+    f += noise;
+    f.convertTo(img, CV_8UC3);
+    out.push_back(encode_image_rgb(img, ".jpg", 90));
+  }
+  return out;
+}
+
+// A shard of identities [first, first + count) with n_images each (labels = identity index).
+inline void write_identity_shard(const std::string& path, uint32_t seed, int64_t first, int64_t count, int n_images) {
+  std::vector<int64_t> labels;
+  std::vector<std::string> jpegs;
+  for (int64_t id = first; id < first + count; ++id)
+    for (auto& j : render_identity(seed, id, n_images)) {
+      labels.push_back(id);
+      jpegs.push_back(std::move(j));
+    }
+  write_test_shard(path, labels, jpegs);
+}
+
+// A small, fast training config: r18 at narrow widths, 32-d embedding, no checkpoints or logs to speak of.
+inline recognition::TrainConfig tiny_train_config(const std::string& data_dir, const std::string& out_dir) {
+  recognition::TrainConfig c;
+  c.run.output = out_dir;
+  c.run.seed = 7;
+  c.run.device = "cpu";
+  c.run.log_every = 2;
+  c.data.paths = {data_dir};
+  c.data.batch_size = 16;
+  c.data.threads = 2;
+  c.model.network = "r18";
+  c.model.widths = {"8", "16", "32", "32"};
+  c.model.embedding_size = 32;
+  c.loss.type = "cosface";
+  c.loss.s = 32;
+  c.loss.m3 = 0.35;
+  c.optim.lr = 0.1;
+  c.schedule.epochs = 1;
+  c.checkpoint.every_steps = 0;
+  c.validation.every_steps = 0;
+  return c;
+}
+
+}  // namespace idsynth::test
