@@ -1,0 +1,122 @@
+// The pieces of the training loop that hold state: SGD with momentum (PyTorch's update, parameter
+// groups with and without weight decay), the learning-rate schedule, the dynamic loss scaler of mixed
+// precision, and the training log (CSV, JSON, loss-curve SVG).
+// Ref: torch/optim/sgd.py (_single_tensor_sgd), torch/cuda/amp/grad_scaler.py (GradScaler),
+//      insightface recognition/arcface_torch/lr_scheduler.py (PolynomialLRWarmup).
+#pragma once
+
+#include <torch/nn/module.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "recognition/train_config.h"
+
+namespace idsynth::recognition {
+
+struct SgdParam {
+  std::string name;  // "backbone.<param>" / "head.<param>": the checkpoint key of its momentum
+  torch::Tensor param;
+  bool decay = true;
+  torch::Tensor momentum;  // undefined until the first step, as PyTorch's momentum_buffer
+};
+
+// PyTorch SGD (dampening 0, no Nesterov): d = g + wd·p; buf = d on the first step, else
+// momentum·buf + d; p −= lr·buf.
+class Sgd {
+ public:
+  Sgd(std::vector<SgdParam> params, double momentum, double weight_decay);
+  void zero_grad();
+  void step(double lr);
+  std::vector<SgdParam>& params() { return params_; }
+  const std::vector<SgdParam>& params() const { return params_; }
+
+ private:
+  std::vector<SgdParam> params_;
+  double momentum_, weight_decay_;
+};
+
+// Parameters of `module` prefixed with `prefix`; BatchNorm / PReLU / bias parameters get no weight
+// decay when `no_decay` names "bn" / "prelu" / "bias".
+std::vector<SgdParam> sgd_params(torch::nn::Module& module, const std::string& prefix,
+                                 const std::vector<std::string>& no_decay);
+
+// lr at step l (0-based) of `total`: linear warmup base·(l + 1)/w over w steps, then polynomial
+// base·(1 − (l − w)/(total − w))^power, step base·gamma^(milestones passed, in epochs) or cosine.
+class LrSchedule {
+ public:
+  LrSchedule(const TrainScheduleConfig& cfg, double base_lr, int64_t total_steps, int64_t steps_per_epoch);
+  double lr(int64_t step) const;
+  int64_t total_steps() const { return total_; }
+
+ private:
+  TrainScheduleConfig cfg_;
+  double base_;
+  int64_t total_, per_epoch_, warmup_;
+};
+
+// Dynamic loss scaling: gradients are unscaled in place; a step with a non-finite gradient is
+// skipped and halves the scale; `growth_interval` clean steps double it.
+class LossScaler {
+ public:
+  LossScaler(bool enabled, double init_scale, int64_t growth_interval);
+  bool enabled() const { return enabled_; }
+  double scale() const { return enabled_ ? scale_ : 1.0; }
+  // Divides every gradient by the scale; true when all are finite.
+  bool unscale(const std::vector<SgdParam>& params) const;
+  void update(bool finite);
+  int64_t growth_tracker() const { return tracker_; }
+  void restore(double scale, int64_t tracker) {
+    scale_ = scale;
+    tracker_ = tracker;
+  }
+
+ private:
+  bool enabled_;
+  double scale_;
+  int64_t interval_;
+  int64_t tracker_ = 0;
+};
+
+struct LogRow {
+  int64_t step = 0;
+  int64_t epoch = 0;
+  double loss = 0;
+  double accuracy = 0;
+  double lr = 0;
+  double samples_per_s = 0;
+  double elapsed_s = 0;
+};
+
+struct ValidationRow {
+  int64_t step = 0;
+  std::string name;
+  double accuracy = 0;
+  double std = 0;
+  double xnorm = 0;
+};
+
+// <output>/train_log.csv, validation.csv, train_log.json and loss_curve.svg.
+class TrainLog {
+ public:
+  explicit TrainLog(std::string output_dir);
+  // Reads an earlier run's CSV files and keeps the rows up to `step` (resume).
+  void reload(int64_t step);
+  void add(const LogRow& row);
+  void add(const ValidationRow& row);
+  const std::vector<LogRow>& rows() const { return rows_; }
+  const std::vector<ValidationRow>& validation() const { return validation_; }
+  // Rewrites all four files (atomically).
+  void write() const;
+
+ private:
+  std::string dir_;
+  std::vector<LogRow> rows_;
+  std::vector<ValidationRow> validation_;
+};
+
+// A standalone SVG of the loss (and accuracy) against the step.
+std::string loss_curve_svg(const std::vector<LogRow>& rows);
+
+}  // namespace idsynth::recognition
