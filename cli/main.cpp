@@ -17,6 +17,7 @@ const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
       {"init-model", "write a small random-weight Arc2Face model in the real file layout", cmd_init_model},
       {"identities", "sample well-separated synthetic identity vectors", cmd_identities},
+      {"sample", "identity vectors -> Arc2Face face images (PNG) and a sample.json record", cmd_sample},
       {"embed", "photos -> L2-normalised identity vectors (SCRFD, ArcFace alignment, ArcFace/IResNet)", cmd_embed},
       {"weights", "list the tensors of a weight file (safetensors, torch checkpoint, ONNX)", cmd_weights},
       {"config", "print the default config, or validate and resolve a config file", cmd_config},
