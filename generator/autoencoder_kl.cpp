@@ -1,7 +1,7 @@
 #include "generator/autoencoder_kl.h"
 
 #include <ATen/ATen.h>
-#include <c10/core/InferenceMode.h>
+#include <torch/utils.h>
 
 #include <filesystem>
 #include <map>
@@ -315,7 +315,9 @@ at::Tensor AutoencoderKLImpl::prepare(const at::Tensor& x) const {
 
 LatentDistribution AutoencoderKLImpl::encode(const at::Tensor& image) {
   // Ref: autoencoder_kl.py AutoencoderKL.encode + vae.py DiagonalGaussianDistribution
-  c10::InferenceMode inference;
+  // NoGradGuard, not InferenceMode: callers may update the returned tensors in place outside
+  // inference mode (schedulers), which inference tensors forbid.
+  torch::NoGradGuard no_grad;
   IDSYNTH_CHECK(image.dim() == 4 && image.size(1) == config_.in_channels, "VAE encode: expected [B, ",
                 config_.in_channels, ", H, W], found ", image.sizes());
   const int64_t f = config_.spatial_factor();
@@ -329,7 +331,9 @@ LatentDistribution AutoencoderKLImpl::encode(const at::Tensor& image) {
 
 at::Tensor AutoencoderKLImpl::decode(const at::Tensor& z) {
   // Ref: autoencoder_kl.py AutoencoderKL._decode (no tiling, no slicing)
-  c10::InferenceMode inference;
+  // NoGradGuard, not InferenceMode: callers may update the returned tensors in place outside
+  // inference mode (schedulers), which inference tensors forbid.
+  torch::NoGradGuard no_grad;
   IDSYNTH_CHECK(z.dim() == 4 && z.size(1) == config_.latent_channels, "VAE decode: expected [B, ",
                 config_.latent_channels, ", h, w], found ", z.sizes());
   at::Tensor x = prepare(z);

@@ -1,7 +1,7 @@
 #include "generator/unet_2d_condition.h"
 
 #include <ATen/ATen.h>
-#include <c10/core/InferenceMode.h>
+#include <torch/utils.h>
 
 #include <filesystem>
 #include <map>
@@ -410,7 +410,9 @@ at::Tensor UNet2DConditionImpl::forward(const at::Tensor& sample, const at::Tens
                                         const at::Tensor& encoder_hidden_states) {
   // Ref: unet_2d_condition.py UNet2DConditionModel.forward (no class/addition embeddings, adapters
   // or ControlNet residuals)
-  c10::InferenceMode inference;
+  // NoGradGuard, not InferenceMode: callers may update the returned tensors in place outside
+  // inference mode (schedulers), which inference tensors forbid.
+  torch::NoGradGuard no_grad;
   const auto& c = config_;
   const auto options = conv_in->weight.options();
   IDSYNTH_CHECK(sample.dim() == 4 && sample.size(1) == c.in_channels, "UNet: sample: expected [B, ", c.in_channels,

@@ -112,7 +112,7 @@ class UNet2DConditionImpl : public torch::nn::Module {
   // sample [B, in_channels, H, W]; timestep: 0-d, [1] or [B], integer or float; encoder_hidden_states
   // [B, L, cross_attention_dim] -> [B, out_channels, H, W] (the noise prediction).
   // Inputs are moved to the module's device and dtype; the output is in that dtype. Runs under
-  // inference mode (no autograd). H and W need not be multiples of 2^levels.
+  // no-grad mode (plain tensors, safe to update in place). H and W need not be multiples of 2^levels.
   at::Tensor forward(const at::Tensor& sample, const at::Tensor& timestep, const at::Tensor& encoder_hidden_states);
 
   const UNet2DConditionConfig& config() const { return config_; }
