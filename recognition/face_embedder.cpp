@@ -52,6 +52,8 @@ Recognizer::Recognizer(const std::string& path, c10::Device device, c10::ScalarT
     fixed_batch_ = shape[0];
     norm_ = arcface_input_norm(onnx_->nodes());
   } else {
+    IDSYNTH_CHECK(format != WeightFormat::unknown, path,
+                  ": recogniser: expected an ONNX file or IResNet weights (safetensors, torch checkpoint), found neither");
     iresnet_ = load_iresnet(path, device, dtype == c10::kHalf);
     if (dtype == c10::kBFloat16) iresnet_->set_trunk_dtype(c10::kBFloat16);
   }

@@ -61,6 +61,23 @@ TEST(OnnxParity, IResNetTinyKeptAndFoldedBatchNorm) {
   }
 }
 
+TEST(OnnxParity, ReducedPrecision) {
+  IDSYNTH_REQUIRE_GOLDEN(dir, "onnx");
+  at::set_num_threads(2);
+  torch::NoGradGuard no_grad;
+  SafeTensorsFile io(dir + "/iresnet_tiny_io.safetensors");
+  // CPUs run bfloat16 convolutions; float16 is the GPU option and is checked where a GPU exists.
+  std::vector<std::pair<c10::Device, c10::ScalarType>> cases = {{torch::kCPU, torch::kBFloat16}};
+  if (torch::cuda::is_available()) cases.push_back({torch::kCUDA, torch::kHalf});
+  for (const auto& [device, dtype] : cases) {
+    OnnxModel model(dir + "/iresnet_tiny_folded.onnx", device, dtype);
+    const at::Tensor y = model.forward(io.tensor("input"));
+    EXPECT_EQ(y.scalar_type(), torch::kFloat);
+    const double cos = torch::cosine_similarity(y.cpu(), io.tensor("expected_torch"), 1).min().item<double>();
+    EXPECT_GT(cos, 0.98) << dtype;
+  }
+}
+
 TEST(OnnxParity, InitializersAsTensorDict) {
   IDSYNTH_REQUIRE_GOLDEN(dir, "onnx");
   const TensorDict inits = read_onnx_initializers(dir + "/iresnet_tiny.onnx");
