@@ -22,6 +22,7 @@ const std::vector<Command>& commands() {
       {"weights", "list the tensors of a weight file (safetensors, torch checkpoint, ONNX)", cmd_weights},
       {"config", "print the default config, or validate and resolve a config file", cmd_config},
       {"eval", "evaluate: verification on .bin packs, FID, LPIPS diversity", cmd_eval},
+      {"train", "train an IResNet face recogniser (ArcFace/CosFace/AdaFace) on shards or RecordIO", cmd_train},
   };
   return table;
 }
