@@ -79,7 +79,7 @@ json::Value file_record(const std::string& path) {
 }
 
 std::string image_name(int64_t identity, int64_t image) {
-  char buf[32];
+  char buf[64];
   std::snprintf(buf, sizeof buf, "%05lld_%03lld.png", static_cast<long long>(identity), static_cast<long long>(image));
   return buf;
 }
