@@ -71,28 +71,43 @@ inline void draw(cv::Mat& img, const Shape& s, cv::Point2f shift) {
   }
 }
 
-// `n_images` JPEGs of identity `identity` (deterministic in (seed, identity, image)).
+// `n_images` JPEGs of identity `identity` (deterministic in (seed, identity, image)). An identity is
+// a schematic face with its own parameters (skin, hair, eye and mouth colours and sizes, nose shape);
+// an image adds a shift, lighting, background, a small distractor and noise. New identities are new
+// parameter draws, so what is learnt on some identities carries over to held-out ones.
 inline std::vector<std::string> render_identity(uint32_t seed, int64_t identity, int n_images) {
   std::mt19937 id_rng(seed * 7919u + static_cast<uint32_t>(identity) * 104729u + 1u);
-  std::vector<Shape> layout;
-  for (int k = 0; k < 3; ++k) layout.push_back(random_shape(id_rng));
+  std::uniform_real_distribution<float> col(0, 255), u01(0, 1);
+  auto colour = [&] { return cv::Scalar(col(id_rng), col(id_rng), col(id_rng)); };
+  const cv::Scalar skin = colour(), hair = colour(), eyes = colour(), mouth = colour(), nose = colour();
+  const float face_w = 28 + 12 * u01(id_rng), face_h = 36 + 12 * u01(id_rng), eye_r = 5 + 7 * u01(id_rng),
+              eye_dx = 14 + 8 * u01(id_rng), mouth_w = 10 + 16 * u01(id_rng), mouth_h = 3 + 6 * u01(id_rng),
+              hair_h = 8 + 18 * u01(id_rng);
+  const int nose_kind = static_cast<int>(id_rng() % 3);
   std::vector<std::string> out;
   for (int i = 0; i < n_images; ++i) {
     std::mt19937 rng(seed * 31u + static_cast<uint32_t>(identity) * 1009u + static_cast<uint32_t>(i) * 17u + 5u);
-    std::uniform_real_distribution<float> shift(-8, 8), light(0.7f, 1.3f), bg(60, 200);
+    std::uniform_real_distribution<float> shift(-5, 5), light(0.75f, 1.25f), bg(40, 220);
     const float b = bg(rng);
     cv::Mat img(112, 112, CV_8UC3, cv::Scalar(b, b, b));
-    const cv::Point2f d(shift(rng), shift(rng));
-    // A distractor drawn under or over the identity's shapes.
-    const Shape distractor = random_shape(rng);
-    const bool over = rng() % 2;
-    if (!over) draw(img, distractor, {0, 0});
-    for (const auto& s : layout) draw(img, s, d);
-    if (over) draw(img, distractor, {0, 0});
+    const cv::Point2f c(56 + shift(rng), 60 + shift(rng));
+    cv::ellipse(img, cv::Point(static_cast<int>(c.x), static_cast<int>(c.y)),
+                cv::Size(static_cast<int>(face_w), static_cast<int>(face_h)), 0, 0, 360, skin, cv::FILLED, cv::LINE_AA);
+    cv::rectangle(img, cv::Point(static_cast<int>(c.x - face_w), static_cast<int>(c.y - face_h)),
+                  cv::Point(static_cast<int>(c.x + face_w), static_cast<int>(c.y - face_h + hair_h)), hair, cv::FILLED);
+    for (int side : {-1, 1})
+      cv::circle(img, cv::Point(static_cast<int>(c.x + side * eye_dx), static_cast<int>(c.y - 8)), static_cast<int>(eye_r),
+                 eyes, cv::FILLED, cv::LINE_AA);
+    draw(img, Shape{nose_kind, {c.x, c.y + 6}, 5, nose}, {0, 0});
+    cv::rectangle(img, cv::Point(static_cast<int>(c.x - mouth_w), static_cast<int>(c.y + 20)),
+                  cv::Point(static_cast<int>(c.x + mouth_w), static_cast<int>(c.y + 20 + mouth_h)), mouth, cv::FILLED);
+    Shape distractor = random_shape(rng);
+    distractor.size *= 0.4f;
+    draw(img, distractor, {0, 0});
     cv::Mat f;
     img.convertTo(f, CV_32FC3, light(rng));
     cv::Mat noise(112, 112, CV_32FC3);
-    cv::randn(noise, 0, 12);
+    cv::randn(noise, 0, 10);
     f += noise;
     f.convertTo(img, CV_8UC3);
     out.push_back(encode_image_rgb(img, ".jpg", 90));
