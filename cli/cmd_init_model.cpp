@@ -17,7 +17,9 @@ int cmd_init_model(const std::vector<std::string>& args) {
       "size", po::value<std::string>(&o.size)->default_value(o.size), "tiny or small")(
       "text-hidden-size", po::value<int64_t>(&o.text_hidden_size)->default_value(o.text_hidden_size),
       "text encoder width = the widest identity vector the model takes")(
-      "seed", po::value<int64_t>(&o.seed)->default_value(o.seed), "seed of the random weights");
+      "seed", po::value<int64_t>(&o.seed)->default_value(o.seed), "seed of the random weights")(
+      "with-recognizer", po::bool_switch(&o.with_recognizer),
+      "also write recognizer.safetensors: a small random IResNet with the text width as embedding size (ID filter)");
   auto parsed = parse_args("init-model", "--out DIR [--layout diffusers|arc2face] [--size tiny|small]",
                            "Writes a small random-weight Arc2Face model (CLIP ID encoder, UNet, VAE, DPM-Solver++\n"
                            "scheduler config) in the real diffusers/transformers/Arc2Face file layouts, so every idsynth\n"

@@ -21,6 +21,10 @@ const std::vector<Command>& commands() {
       {"embed", "photos -> L2-normalised identity vectors (SCRFD, ArcFace alignment, ArcFace/IResNet)", cmd_embed},
       {"weights", "list the tensors of a weight file (safetensors, torch checkpoint, ONNX)", cmd_weights},
       {"config", "print the default config, or validate and resolve a config file", cmd_config},
+      {"generate", "the main job: a YAML config -> a face-recognition training set (HDF5 shards)", cmd_generate},
+      {"merge", "verify a dataset's shards (size, sha256), report gaps, rebuild manifest.json", cmd_merge},
+      {"export", "dataset -> insightface RecordIO (train.rec/.idx, property) or a folder per identity", cmd_export},
+      {"inspect", "dataset counts, per-identity cosine statistics, a contact sheet", cmd_inspect},
       {"eval", "evaluate: verification on .bin packs, FID, LPIPS diversity", cmd_eval},
       {"train", "train an IResNet face recogniser (ArcFace/CosFace/AdaFace) on shards or RecordIO", cmd_train},
   };

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "core/check.h"
 #include "core/config.h"
 
 namespace idsynth {
@@ -54,6 +55,7 @@ struct IdentitiesConfig {
   std::string gallery;
   double max_gallery_similarity = 1.0;
   std::string from_file;
+  int64_t seed = 0;
   void visit(config::Visitor& v) {
     v.field("count", count, "number of synthetic identities", {1, int64_t{1} << 31});
     v.field("dim", dim, "identity vector width (ArcFace: 512)", {1, 65536});
@@ -61,6 +63,7 @@ struct IdentitiesConfig {
     v.field("gallery", gallery, "safetensors/.npy of real people's embeddings to stay away from (empty: none)");
     v.field("max_gallery_similarity", max_gallery_similarity, "maximum cosine to any gallery vector", {-1.0, 1.0});
     v.field("from_file", from_file, "use these identity vectors (safetensors/.npy) instead of sampling");
+    v.field("seed", seed, "seed of the identity sampler (separate from generation.seed)", {0, (int64_t{1} << 53)});
   }
 };
 
@@ -105,7 +108,12 @@ struct AppConfig {
     v.section("filter", filter, "ID-consistency filter");
     v.section("output", output, "dataset output");
   }
-  void check() const {}
+  // Cross-field rules; single fields are checked by their ranges while reading.
+  void check() const {
+    IDSYNTH_CHECK(filter.alignment != "detect" || !model.detector.empty(),
+                  "filter.alignment: 'detect' needs model.detector (an SCRFD ONNX file), found none");
+    IDSYNTH_CHECK(!generation.devices.empty(), "generation.devices: expected [auto], [cpu] or a list of devices, found []");
+  }
 };
 
 }  // namespace idsynth

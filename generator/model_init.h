@@ -18,6 +18,10 @@ struct ModelInitOptions {
   // Width of the text encoder, hence the largest identity-vector width the model accepts.
   int64_t text_hidden_size = 64;
   int64_t seed = 0;
+  // Also write recognizer.safetensors: a narrow random IResNet (arcface_torch names) whose embedding
+  // width equals text_hidden_size, so the ID-consistency filter runs offline too. Its BatchNorm
+  // statistics are set from one batch of noise, so its embeddings depend on the image.
+  bool with_recognizer = false;
 };
 
 // Writes the model folder; throws idsynth::Error for bad options or an unwritable folder.

@@ -10,13 +10,12 @@ bin=build/cli/idsynth
 out=${1:-quickstart-out}
 mkdir -p "$out"
 
-"$bin" init-model --out "$out/model" --layout diffusers --size tiny --text-hidden-size 64
+"$bin" init-model --out "$out/model" --layout diffusers --size tiny --text-hidden-size 64 --with-recognizer
 "$bin" weights "$out/model/unet/diffusion_pytorch_model.safetensors" | tail -n 1
 "$bin" identities --count 8 --dim 64 --max-similarity 0.3 --seed 1 --out "$out/identities.safetensors"
-if "$bin" --help | grep -q '^  generate '; then
-  "$bin" generate --config configs/quickstart.yaml --set output.dir="$out/dataset" --set model.dir="$out/model"
-else
-  "$bin" sample --model-dir "$out/model" --ids "$out/identities.safetensors" --images-per-id 4 --seed 7 \
-    --steps 10 --out "$out/samples"
-fi
+"$bin" generate --config configs/quickstart.yaml --set output.dir="$out/dataset" --set model.dir="$out/model" \
+  --set model.recognizer="$out/model/recognizer.safetensors"
+"$bin" merge "$out/dataset"
+"$bin" inspect "$out/dataset" --sheet "$out/contact-sheet.png"
+"$bin" export --dir "$out/dataset" --out "$out/recordio" --format recordio
 echo "quickstart: done, see $out/"
