@@ -84,6 +84,22 @@ TEST(Cli, InitModelWritesLoadableFoldersInBothLayouts) {
     EXPECT_NE(r.out.find("text_model.encoder.layers.1.mlp.fc2.weight"), std::string::npos);
     EXPECT_NE(r.out.find(std::string(layout) == "arc2face" ? "torch zip checkpoint" : "safetensors"), std::string::npos);
   }
+  // idsynth's own pipeline loads both layouts (the Arc2Face one reads encoder/pytorch_model.bin).
+  auto ids = run_command(idsynth_binary() + " identities --count 2 --dim 64 --max-similarity 0.5 --out " + dir + "/ids.safetensors");
+  ASSERT_EQ(ids.exit_code, 0) << ids.err;
+  std::string images[2];
+  int k = 0;
+  for (const char* layout : {"diffusers", "arc2face"}) {
+    const std::string out = dir + "/samples-" + layout;
+    auto s = run_command(idsynth_binary() + " sample --model-dir " + dir + "/" + layout + " --ids " + dir +
+                         "/ids.safetensors --images-per-id 1 --seed 5 --steps 3 --out " + out);
+    ASSERT_EQ(s.exit_code, 0) << s.err;
+    ASSERT_TRUE(file_exists(out + "/00001_000.png"));
+    images[k++] = read_text_file(out + "/00001_000.png");
+  }
+  // Same weights (same seed) in the two layouts: the same image.
+  EXPECT_EQ(images[0], images[1]);
+
   // Same seed, same bytes.
   auto again = run_command(idsynth_binary() + " init-model --out " + dir + "/again --seed 3");
   ASSERT_EQ(again.exit_code, 0);
