@@ -1,5 +1,6 @@
 // idsynth train: an IResNet with ArcFace/CosFace/AdaFace on idsynth shards or insightface RecordIO,
 // with verification on .bin packs during training (eval/ wired into the trainer's callback here).
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 
@@ -50,7 +51,10 @@ recognition::ValidationFn make_validation(const recognition::TrainValidationConf
     std::vector<recognition::ValidationScore> scores;
     for (const auto& pack : *packs) {
       const eval::PackEmbeddings emb = eval::embed_pack(rec, pack, eo);
-      const eval::VerificationResult r = eval::evaluate_embeddings(emb.raw, emb.raw_flip, pack.issame);
+      // insightface's 10 folds; a pack with fewer pairs (test packs) gets one fold per pair.
+      eval::VerificationOptions vo;
+      vo.n_folds = std::min<int64_t>(10, pack.num_pairs());
+      const eval::VerificationResult r = eval::evaluate_embeddings(emb.raw, emb.raw_flip, pack.issame, vo);
       scores.push_back({fs::path(pack.path).stem().string(), r.accuracy, r.std, r.xnorm});
     }
     return scores;

@@ -4,10 +4,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstring>
 #include <filesystem>
 #include <set>
 
 #include "core/check.h"
+#include "core/file_util.h"
 #include "recognition/train_data.h"
 #include "tests/recognition/train_test_data.h"
 #include "tests/support/goldens.h"
@@ -56,6 +58,55 @@ TEST(TrainData, ShardsAndRecordIoGiveTheSameSamples) {
   // Both folders at once: 40 samples.
   cfg.paths = {dir, dir + "/rec"};
   EXPECT_EQ(TrainDataset(cfg).size(), 40);
+}
+
+// One RecordIO record: IRHeader(flag, label, id, 0), `flag` float labels, then the image bytes.
+std::string rec_record(uint32_t flag, float label, const std::vector<float>& labels, const std::string& image) {
+  std::string payload(24, '\0');
+  const uint64_t id = 0;
+  std::memcpy(&payload[0], &flag, 4);
+  std::memcpy(&payload[4], &label, 4);
+  std::memcpy(&payload[8], &id, 8);
+  for (float l : labels) payload.append(reinterpret_cast<const char*>(&l), 4);
+  payload += image;
+  const uint32_t magic = 0xced7230a, lrec = static_cast<uint32_t>(payload.size());
+  std::string r(reinterpret_cast<const char*>(&magic), 4);
+  r.append(reinterpret_cast<const char*>(&lrec), 4);
+  r += payload;
+  r.append((4 - payload.size() % 4) % 4, '\0');
+  return r;
+}
+
+TEST(TrainData, RecordIoWithHeaderRecordAndArrayLabels) {
+  // Classic MS1M/CASIA layout: key 0 = header0 (flag 2, label [A, B]), images at keys 1..A-1 (one with
+  // an array label), identity records after them, which are not images.
+  const std::string dir = test::temp_dir("train_data_rec0");
+  const std::vector<std::string> imgs = test::render_identity(5, 0, 3);
+  std::string rec, idx;
+  auto add = [&](int key, const std::string& r) {
+    idx += std::to_string(key) + "\t" + std::to_string(rec.size()) + "\n";
+    rec += r;
+  };
+  add(0, rec_record(2, 4.0f, {4.0f, 6.0f}, ""));
+  add(1, rec_record(0, 0.0f, {}, imgs[0]));
+  add(2, rec_record(1, 0.0f, {1.0f}, imgs[1]));
+  add(3, rec_record(0, 1.0f, {}, imgs[2]));
+  add(4, rec_record(2, 0.0f, {1.0f, 2.0f}, ""));
+  add(5, rec_record(2, 0.0f, {2.0f, 4.0f}, ""));
+  write_file_atomic(dir + "/train.rec", rec);
+  write_file_atomic(dir + "/train.idx", idx);
+  TrainDataConfig cfg;
+  cfg.paths = {dir};
+  TrainDataset ds(cfg);
+  ASSERT_EQ(ds.size(), 3);
+  EXPECT_EQ(ds.num_classes(), 2);
+  EXPECT_EQ(ds.label(1), 1);
+  EXPECT_EQ(ds.read(1), imgs[1]);
+  EXPECT_EQ(ds.read(2), imgs[2]);
+  // A broken index names the file and line.
+  write_file_atomic(dir + "/train.idx", "0\t0\nnot a line\n");
+  const std::string msg = error_of([&] { TrainDataset d(cfg); });
+  EXPECT_NE(msg.find("train.idx: line 2"), std::string::npos) << msg;
 }
 
 TEST(TrainData, OrderAndAugmentationDependOnlyOnSeedAndPosition) {
