@@ -21,6 +21,16 @@ out=${2:-docs/cli.md}
     echo '```'
     "$bin" "$cmd" --help
     echo '```'
+    # Commands with subcommands print "usage: idsynth CMD <a|b|c> ...": document each one.
+    subs=$("$bin" "$cmd" --help | sed -n "s/^usage: idsynth $cmd <\([a-z|-]*\)>.*/\1/p" | tr '|' ' ')
+    for sub in $subs; do
+      echo
+      echo "### idsynth $cmd $sub"
+      echo
+      echo '```'
+      "$bin" "$cmd" "$sub" --help
+      echo '```'
+    done
   done
 } > "$out"
 echo "wrote $out"
