@@ -124,10 +124,17 @@ TEST(Cli, ConfigDefaultsAndOneLineErrors) {
 
 TEST(Cli, IdentitiesAreSeparatedAndDeterministic) {
   const std::string dir = test::temp_dir("ids");
-  auto r = run_command(idsynth_binary() + " identities --count 300 --dim 16 --max-similarity 0.5 --seed 4 --out " + dir + "/a.safetensors");
+  const std::string args = " identities --count 100 --dim 32 --max-similarity 0.5 --seed 4 --out ";
+  auto r = run_command(idsynth_binary() + args + dir + "/a.safetensors");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("acceptance"), std::string::npos);
-  r = run_command(idsynth_binary() + " identities --count 300 --dim 16 --max-similarity 0.5 --seed 4 --out " + dir + "/b.safetensors");
+  // The report's largest nearest-neighbour cosine stays below the threshold.
+  const auto at = r.out.find(", max ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const double max_cos = std::stod(r.out.substr(at + 6));
+  EXPECT_LT(max_cos, 0.5);
+  EXPECT_GT(max_cos, 0.0);
+  r = run_command(idsynth_binary() + args + dir + "/b.safetensors");
   ASSERT_EQ(r.exit_code, 0);
   EXPECT_EQ(read_text_file(dir + "/a.safetensors"), read_text_file(dir + "/b.safetensors"));
   // Impossible request: 300 vectors in 2-D that are all >90 degrees apart.
