@@ -16,6 +16,8 @@ packages=(
   python3 python3-torch python3-numpy python3-h5py
   # tests: the pretrained test recogniser is fetched with npm (scripts/fetch-test-models.sh)
   npm
+  # tests: report.html rendered headless (tests/eval/report_test.cpp)
+  chromium
   # tests: a one-node Slurm cluster for the job-array test (scripts/slurm/local-cluster.sh)
   slurmctld slurmd slurm-client munge
 )

@@ -7,7 +7,12 @@
 #include "core/json.h"
 #include "eval/report.h"
 #include "eval/verification.h"
+#include "core/image.h"
 #include "tests/support/goldens.h"
+#include "tests/support/process.h"
+
+#include <filesystem>
+#include <opencv2/core.hpp>
 
 namespace idsynth::eval {
 namespace {
@@ -66,6 +71,38 @@ TEST(Report, HtmlAndMarkdownHoldTheTableAndRoc) {
   EXPECT_NE(md.find("| lfw | " + std::string(cell) + " |"), std::string::npos) << md;
   EXPECT_NE(md.find("**fid**"), std::string::npos);
   EXPECT_EQ(json::parse_file(dir + "/metrics.json").at("fid").at("fid").as_double(), 6.628);
+}
+
+// The report as a person sees it: Debian's Chromium renders it headless; the screenshot is kept
+// as a test artefact in <build>/test-artifacts/report.png.
+TEST(Report, RendersInHeadlessChromium) {
+  const char* chromium = "/usr/bin/chromium";
+  if (!file_exists(chromium)) {
+    if (test::goldens_required()) FAIL() << "chromium not installed (scripts/install-deps.sh installs it)";
+    GTEST_SKIP() << "chromium not installed: cannot render report.html";
+  }
+  const std::string dir = test::temp_dir("report-chromium");
+  write_reports(dir, sample_metrics(), "chromium check");
+  const std::string artifacts = std::string(IDSYNTH_BINARY_DIR) + "/test-artifacts";
+  std::filesystem::create_directories(artifacts);
+  const std::string flags = std::string(chromium) +
+                            " --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking"
+                            " --disable-component-update --disable-sync --user-data-dir=" + dir + "/profile";
+  const std::string page = "file://" + dir + "/report.html";
+  auto dom = test::run_command(flags + " --dump-dom " + page);
+  ASSERT_EQ(dom.exit_code, 0) << dom.err;
+  // The parsed document still holds both ROC curves and the results table: nothing failed to parse.
+  size_t polylines = 0;
+  for (size_t p = dom.out.find("<polyline"); p != std::string::npos; p = dom.out.find("<polyline", p + 1)) ++polylines;
+  EXPECT_EQ(polylines, 2u);
+  EXPECT_NE(dom.out.find("<table"), std::string::npos);
+  auto shot = test::run_command(flags + " --window-size=1200,1600 --screenshot=" + artifacts + "/report.png " + page);
+  ASSERT_EQ(shot.exit_code, 0) << shot.err;
+  const cv::Mat png = read_image_rgb(artifacts + "/report.png");
+  EXPECT_EQ(png.cols, 1200);
+  cv::Scalar mean, stddev;
+  cv::meanStdDev(png, mean, stddev);
+  EXPECT_GT(stddev[0] + stddev[1] + stddev[2], 5.0) << "blank screenshot";
 }
 
 }  // namespace
