@@ -22,8 +22,10 @@ echo "test.sh: tests took $((tested - built)) s"
 # more with AddressSanitizer + UBSan. libtorch itself is not instrumented, and it keeps allocations
 # alive at exit, so leak checking is off.
 export CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime
+# Warnings are enforced by the main build; here they stay warnings (GCC's flow analysis differs
+# under the sanitizers).
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DIDSYNTH_SANITIZE=ON \
-  -DIDSYNTH_BUILD_BENCH=OFF >/dev/null
+  -DIDSYNTH_WERROR=OFF -DIDSYNTH_BUILD_BENCH=OFF >/dev/null
 cmake --build build-asan -j"$(nproc)" --target test_core
 ASAN_OPTIONS=detect_leaks=0:detect_odr_violation=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   build-asan/tests/test_core --gtest_brief=1
