@@ -12,13 +12,8 @@ namespace idsynth {
 namespace {
 
 using test::idsynth_binary;
+using test::count_lines;
 using test::run_command;
-
-int count_lines(const std::string& s) {
-  int n = 0;
-  for (char c : s) n += c == '\n';
-  return n;
-}
 
 TEST(Cli, HelpForEveryCommandAndDocsAgree) {
   auto top = run_command(idsynth_binary() + " --help");

@@ -19,13 +19,8 @@ namespace idsynth {
 namespace {
 
 using test::idsynth_binary;
+using test::count_lines;
 using test::run_command;
-
-int count_lines(const std::string& s) {
-  int n = 0;
-  for (char c : s) n += c == '\n';
-  return n;
-}
 
 std::string sample_command(const std::string& model, const std::string& ids, const std::string& out, const std::string& extra = "") {
   return idsynth_binary() + " --threads 2 sample --model-dir " + model + " --ids " + ids + " --out " + out + " " + extra;

@@ -24,6 +24,12 @@ CommandResult run_command(const std::string& command) {
   return r;
 }
 
+int count_lines(const std::string& s) {
+  int n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
 std::string idsynth_binary() { return std::string(IDSYNTH_BINARY_DIR_FOR_SUPPORT) + "/cli/idsynth"; }
 
 }  // namespace idsynth::test

@@ -13,6 +13,8 @@ struct CommandResult {
 
 // Runs `command` through /bin/sh and captures both streams.
 CommandResult run_command(const std::string& command);
+// Number of '\n' in s: error messages must be one line.
+int count_lines(const std::string& s);
 // Path of the built CLI (IDSYNTH_BINARY_DIR/cli/idsynth).
 std::string idsynth_binary();
 
