@@ -2,9 +2,22 @@
 
 #include <ATen/ATen.h>
 
+#include <cstdlib>
+
+#include "core/check.h"
 #include "core/tensor_dict.h"
 
 namespace idsynth::test {
+
+c10::Device test_device() {
+  const char* env = std::getenv("IDSYNTH_TEST_DEVICE");
+  const std::string name = env && *env ? env : "cpu";
+  try {
+    return c10::Device(name);
+  } catch (const c10::Error&) {
+    fail("IDSYNTH_TEST_DEVICE: expected cpu, cuda or cuda:N, found '", name, "'");
+  }
+}
 
 double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.detach().to(at::kCPU, at::kDouble) - b.detach().to(at::kCPU, at::kDouble)).abs().max().item<double>();

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/Tensor.h>
+#include <c10/core/Device.h>
 #include <gtest/gtest.h>
 
 #include <string>
@@ -12,6 +13,11 @@ namespace idsynth::test {
 ::testing::AssertionResult all_close(const at::Tensor& actual, const at::Tensor& expected, double atol,
                                      const std::string& what = "tensor");
 double max_abs_diff(const at::Tensor& a, const at::Tensor& b);
+
+// Device the libtorch-only (nn_*) tests run their models on: $IDSYNTH_TEST_DEVICE ("cpu" when unset,
+// "cuda", "cuda:1"). CI runs on the CPU; a GPU machine reruns the same parity tests with
+// IDSYNTH_TEST_DEVICE=cuda (scripts/gpu-check.sh).
+c10::Device test_device();
 
 }  // namespace idsynth::test
 
