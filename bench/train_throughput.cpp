@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
   // 3. the whole loop
   TrainConfig cfg;
   cfg.run.output = dir + "/run";
-  cfg.run.device = "cpu";
+  cfg.run.devices = {"cpu"};
   cfg.run.log_every = 1;
   cfg.data.paths = {dir + "/rec"};
   cfg.data.batch_size = batch;

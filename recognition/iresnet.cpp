@@ -1,7 +1,9 @@
 // Ref: deepinsight/insightface recognition/arcface_torch/backbones/iresnet.py
 #include "recognition/iresnet.h"
 
+#include <ATen/Context.h>
 
+#include <mutex>
 #include <sstream>
 
 #include "core/check.h"
@@ -193,6 +195,45 @@ torch::Tensor IResNetImpl::forward(const torch::Tensor& input) {
   x = dropout(x);
   x = fc(x.to(torch::kFloat));  // [N, num_features]
   return features(x);
+}
+
+std::shared_ptr<IResNetImpl> IResNetImpl::replicate(c10::Device device) const {
+  // The constructor draws initial weights that are overwritten below; keep the default CPU
+  // generator where it was, so replicas do not change the run's random stream.
+  at::Generator gen = at::globalContext().defaultGenerator(c10::kCPU);
+  at::Tensor rng_state;
+  {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    rng_state = gen.get_state();
+  }
+  IResNetConfig config = config_;
+  config.fp16 = false;  // the trunk dtype is copied below, whatever set it
+  auto copy = std::make_shared<IResNetImpl>(config);
+  {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(rng_state);
+  }
+  if (trunk_dtype_ != c10::kFloat) copy->set_trunk_dtype(trunk_dtype_);
+  copy->to(device);
+  copy->train(is_training());
+  torch::NoGradGuard no_grad;
+  auto copy_all = [](const torch::OrderedDict<std::string, at::Tensor>& from,
+                     torch::OrderedDict<std::string, at::Tensor> to, const char* what) {
+    IDSYNTH_CHECK(from.size() == to.size(), "IResNet::replicate: expected ", from.size(), " ", what, ", found ", to.size());
+    for (size_t i = 0; i < from.size(); ++i) {
+      IDSYNTH_CHECK(from[i].key() == to[i].key(), "IResNet::replicate: ", what, " ", i, ": expected '", from[i].key(),
+                    "', found '", to[i].key(), "'");
+      to[i].value().copy_(from[i].value());
+      to[i].value().set_requires_grad(from[i].value().requires_grad());
+    }
+  };
+  copy_all(named_parameters(true), copy->named_parameters(true), "parameters");
+  copy_all(named_buffers(true), copy->named_buffers(true), "buffers");
+  return copy;
+}
+
+std::shared_ptr<torch::nn::Module> IResNetImpl::clone(const c10::optional<c10::Device>& device) const {
+  return replicate(device ? *device : conv1->weight.device());
 }
 
 // ---------------------------------------------------------------------------------------------

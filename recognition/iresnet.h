@@ -66,6 +66,14 @@ class IResNetImpl : public torch::nn::Module {
   void set_trunk_dtype(c10::ScalarType dtype);
   c10::ScalarType trunk_dtype() const { return trunk_dtype_; }
   const IResNetConfig& config() const { return config_; }
+  // A new IResNet of the same config and trunk dtype on `device`, with every parameter (and its
+  // requires_grad) and buffer (BatchNorm running statistics and step counters) copied, in the same
+  // training mode: a data-parallel replica (`IResNet(net->replicate(device))`). Building it does not
+  // move the default CPU generator.
+  std::shared_ptr<IResNetImpl> replicate(c10::Device device) const;
+  // torch::nn::Module::clone (which otherwise needs torch::nn::Cloneable): replicate() on `device`,
+  // or on the device of this module's parameters.
+  std::shared_ptr<torch::nn::Module> clone(const c10::optional<c10::Device>& device = c10::nullopt) const override;
 
   torch::nn::Conv2d conv1{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr};

@@ -36,7 +36,7 @@ struct TrainDataConfig {
             {"auto", "aligned", "images"});
     v.field("num_classes", num_classes, "class count (0: largest label + 1, or the number of distinct labels with relabel)", {0, int64_t{1} << 31});
     v.field("relabel", relabel, "map the distinct labels to 0..K-1 (training on a subset of shards)");
-    v.field("batch_size", batch_size, "images per step", {1, 1 << 20});
+    v.field("batch_size", batch_size, "images per step, over all devices (arcface_torch's batch_size is per GPU)", {1, 1 << 20});
     v.field("threads", threads, "JPEG decode and augmentation threads (0: all cores)", {0, 1024});
     v.field("prefetch", prefetch, "batches prepared ahead in the background", {0, 64});
     v.field("flip_p", flip_p, "probability of a horizontal flip", {0.0, 1.0});
@@ -158,13 +158,15 @@ struct TrainValidationConfig {
 struct TrainRunConfig {
   std::string output = "work_dirs/train";
   int64_t seed = 2048;
-  std::string device = "auto";
+  std::vector<std::string> devices = {"auto"};
   int64_t threads = 0;
   int64_t log_every = 10;
   void visit(config::Visitor& v) {
     v.field("output", output, "folder for checkpoints, logs, the loss curve and the exported model");
     v.field("seed", seed, "seed of the initial weights, the sample order and the augmentation", {0, int64_t{1} << 53});
-    v.field("device", device, "auto (cuda if present), cpu, cuda, cuda:N");
+    v.field("devices", devices,
+            "auto (every CUDA device, else the CPU), or a list (cpu; cuda:0; [cuda:0, cuda:1]): data parallel, one "
+            "backbone replica per entry, data.batch_size split across them; [cpu, cpu] runs two CPU replicas");
     v.field("threads", threads, "CPU threads for libtorch (0: all cores)", {0, 1024});
     v.field("log_every", log_every, "log a line every N steps", {1, 1 << 30});
   }
@@ -180,7 +182,7 @@ struct TrainConfig {
   TrainCheckpointConfig checkpoint;
   TrainValidationConfig validation;
   void visit(config::Visitor& v) {
-    v.section("run", run, "output, seed, device");
+    v.section("run", run, "output, seed, devices");
     v.section("data", data, "training images and augmentation");
     v.section("model", model, "IResNet backbone");
     v.section("loss", loss, "margin softmax loss and class centres");
@@ -190,6 +192,7 @@ struct TrainConfig {
     v.section("validation", validation, "verification on .bin packs during training");
   }
   void check() const {
+    IDSYNTH_CHECK(!run.devices.empty(), "train config: run.devices: expected 'auto' or a list of devices, found an empty list");
     IDSYNTH_CHECK(model.widths.empty() || model.widths.size() == 4,
                   "train config: model.widths: expected 4 stage widths or none, found ", model.widths.size());
     for (const auto& k : optim.no_decay)

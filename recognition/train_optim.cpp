@@ -1,21 +1,28 @@
-// Ref: torch/optim/sgd.py, torch/cuda/amp/grad_scaler.py, arcface_torch/lr_scheduler.py
+// Ref: torch/optim/sgd.py, torch/cuda/amp/grad_scaler.py, torch/cuda/random.py,
+//      torch/amp/autocast_mode.py, arcface_torch/lr_scheduler.py
 #include "recognition/train_optim.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/autocast_mode.h>
+#include <torch/cuda.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/batchnorm.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <set>
 #include <sstream>
 
 #include "core/check.h"
 #include "core/file_util.h"
 #include "core/json.h"
+#include "core/log.h"
 
 namespace idsynth::recognition {
 
@@ -106,13 +113,18 @@ LossScaler::LossScaler(bool enabled, double init_scale, int64_t growth_interval)
 bool LossScaler::unscale(const std::vector<SgdParam>& params) const {
   if (!enabled_) return true;
   torch::NoGradGuard no_grad;
-  bool finite = true;
+  // Per device, one flag per gradient, reduced once at the end: no host sync per tensor.
+  std::vector<std::pair<c10::Device, std::vector<torch::Tensor>>> flags;
   for (const auto& p : params) {
     torch::Tensor g = p.param.mutable_grad();
     if (!g.defined()) continue;
     g.mul_(1.0 / scale_);
-    if (finite && !torch::isfinite(g).all().item<bool>()) finite = false;
+    auto it = std::find_if(flags.begin(), flags.end(), [&](const auto& f) { return f.first == g.device(); });
+    if (it == flags.end()) it = flags.insert(flags.end(), {g.device(), {}});
+    it->second.push_back(torch::isfinite(g).all());
   }
+  bool finite = true;
+  for (const auto& [device, f] : flags) finite = finite && torch::stack(f).all().item<bool>();
   return finite;
 }
 
@@ -124,6 +136,83 @@ void LossScaler::update(bool finite) {
   } else if (++tracker_ == interval_) {
     scale_ *= 2.0;
     tracker_ = 0;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Autocast
+
+// PyTorch 2.4 renamed the CUDA autocast switches (device type as an argument) and deprecated the old
+// names; warnings are errors here, so pick by version.
+namespace {
+bool cuda_autocast_enabled() {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  return at::autocast::is_autocast_enabled(at::kCUDA);
+#else
+  return at::autocast::is_enabled();
+#endif
+}
+void set_cuda_autocast(bool on) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  at::autocast::set_autocast_enabled(at::kCUDA, on);
+#else
+  at::autocast::set_enabled(on);
+#endif
+}
+}  // namespace
+
+AutocastScope::AutocastScope(bool on) : on_(on) {
+  if (!on_) return;
+  prev_ = cuda_autocast_enabled();
+  set_cuda_autocast(true);
+  at::autocast::increment_nesting();
+}
+
+AutocastScope::~AutocastScope() {
+  if (!on_) return;
+  // Leaving the outermost scope drops the cached float16 copies of the weights, as torch.autocast.
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  set_cuda_autocast(prev_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generator states
+
+std::vector<std::pair<std::string, at::Tensor>> rng_states() {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  auto state_of = [](at::Generator gen) {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    return gen.get_state();
+  };
+  out.emplace_back("rng.cpu", state_of(at::globalContext().defaultGenerator(c10::kCPU)));
+  const size_t n_cuda = torch::cuda::is_available() ? torch::cuda::device_count() : 0;
+  for (size_t i = 0; i < n_cuda; ++i)
+    out.emplace_back(cat("rng.cuda.", i),
+                     state_of(at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(i)))));
+  return out;
+}
+
+void restore_rng_states(const TensorDict& tensors, const std::string& source) {
+  auto set = [](at::Generator gen, const at::Tensor& state) {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    gen.set_state(state.to(c10::kCPU).contiguous());
+  };
+  const at::Tensor* cpu = tensors.find("rng.cpu");
+  IDSYNTH_CHECK(cpu != nullptr, source, ": tensor 'rng.cpu': expected in an idsynth training checkpoint, not found");
+  set(at::globalContext().defaultGenerator(c10::kCPU), *cpu);
+  const size_t n_cuda = torch::cuda::is_available() ? torch::cuda::device_count() : 0;
+  const std::string prefix = "rng.cuda.";
+  for (const auto& [name, state] : tensors) {
+    if (name.rfind(prefix, 0) != 0) continue;
+    const std::string index = name.substr(prefix.size());
+    IDSYNTH_CHECK(!index.empty() && index.find_first_not_of("0123456789") == std::string::npos, source, ": tensor '",
+                  name, "': expected rng.cuda.<device index>");
+    const size_t i = std::stoul(index);
+    if (i >= n_cuda) {
+      LOG_WRN(source, ": ", name, " not restored: this machine has ", n_cuda, " CUDA devices");
+      continue;
+    }
+    set(at::globalContext().defaultGenerator(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(i))), state);
   }
 }
 

@@ -1,7 +1,10 @@
 // The pieces of the training loop that hold state: SGD with momentum (PyTorch's update, parameter
-// groups with and without weight decay), the learning-rate schedule, the dynamic loss scaler of mixed
-// precision, and the training log (CSV, JSON, loss-curve SVG).
+// groups with and without weight decay), the learning-rate schedule, the dynamic loss scaler and the
+// autocast scope of mixed precision, the random generators' states for checkpoints, and the training
+// log (CSV, JSON, loss-curve SVG). Libtorch only (idsynth_recognition_models), so the training math
+// also builds and runs on a machine with nothing but PyTorch.
 // Ref: torch/optim/sgd.py (_single_tensor_sgd), torch/cuda/amp/grad_scaler.py (GradScaler),
+//      torch/cuda/random.py (get_rng_state_all), torch/amp/autocast_mode.py (autocast),
 //      insightface recognition/arcface_torch/lr_scheduler.py (PolynomialLRWarmup).
 #pragma once
 
@@ -9,8 +12,10 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "core/tensor_dict.h"
 #include "recognition/train_config.h"
 
 namespace idsynth::recognition {
@@ -63,7 +68,8 @@ class LossScaler {
   LossScaler(bool enabled, double init_scale, int64_t growth_interval);
   bool enabled() const { return enabled_; }
   double scale() const { return enabled_ ? scale_ : 1.0; }
-  // Divides every gradient by the scale; true when all are finite.
+  // Divides every gradient by the scale; true when all are finite (one device sync per device, not
+  // one per tensor).
   bool unscale(const std::vector<SgdParam>& params) const;
   void update(bool finite);
   int64_t growth_tracker() const { return tracker_; }
@@ -78,6 +84,28 @@ class LossScaler {
   int64_t interval_;
   int64_t tracker_ = 0;
 };
+
+// Mixed precision (torch.autocast("cuda"), float16) on the calling thread while in scope; a no-op
+// when `on` is false. Autocast state is per thread: every thread that runs a forward pass needs its
+// own scope.
+class AutocastScope {
+ public:
+  explicit AutocastScope(bool on);
+  ~AutocastScope();
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool on_;
+  bool prev_ = false;
+};
+
+// The default random generators' states, as checkpoint tensors: "rng.cpu" (torch.get_rng_state())
+// and, where CUDA is available, "rng.cuda.<i>" for every CUDA device (torch.cuda.get_rng_state_all()).
+std::vector<std::pair<std::string, at::Tensor>> rng_states();
+// Sets the generators from such tensors. "rng.cpu" is required; a CUDA state for a device this
+// machine lacks (or a machine without CUDA) is skipped with a warning naming `source`.
+void restore_rng_states(const TensorDict& tensors, const std::string& source);
 
 struct LogRow {
   int64_t step = 0;

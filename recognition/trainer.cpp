@@ -2,9 +2,6 @@
 #include "recognition/trainer.h"
 
 #include <ATen/ATen.h>
-#include <ATen/autocast_mode.h>
-#include <ATen/CPUGeneratorImpl.h>
-#include <torch/cuda.h>
 #include <torch/nn/utils/clip_grad.h>
 
 #include <cmath>
@@ -20,6 +17,7 @@
 #include "core/torch_checkpoint.h"
 #include "core/weights.h"
 #include "recognition/train_optim.h"
+#include "recognition/train_parallel.h"
 
 namespace idsynth::recognition {
 
@@ -28,26 +26,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr const char* kCheckpointFormat = "idsynth-train-checkpoint";
-
-// Mixed precision scope on CUDA (torch.cuda.amp.autocast); a no-op when off.
-class AutocastScope {
- public:
-  explicit AutocastScope(bool on) : on_(on) {
-    if (!on_) return;
-    prev_ = at::autocast::is_enabled();
-    at::autocast::set_enabled(true);
-    at::autocast::increment_nesting();
-  }
-  ~AutocastScope() {
-    if (!on_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_enabled(prev_);
-  }
-
- private:
-  bool on_;
-  bool prev_ = false;
-};
 
 struct LoopState {
   int64_t step = 0;      // optimiser steps done
@@ -60,18 +38,6 @@ std::string checkpoint_name(int64_t step) {
   return buf;
 }
 
-at::Tensor cpu_rng_state() {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  return gen.get_state();
-}
-
-void set_cpu_rng_state(const at::Tensor& state) {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_state(state.contiguous());
-}
-
 void save_checkpoint(const std::string& path, IResNet& backbone, MarginHead& head, const Sgd& sgd,
                      const LossScaler& scaler, const LoopState& s, const std::string& config_yaml) {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
@@ -79,7 +45,7 @@ void save_checkpoint(const std::string& path, IResNet& backbone, MarginHead& hea
   for (const auto& [name, t] : module_state(*head)) tensors.emplace_back("head." + name, t);
   for (const auto& p : sgd.params())
     if (p.momentum.defined()) tensors.emplace_back("momentum." + p.name, p.momentum);
-  tensors.emplace_back("rng.cpu", cpu_rng_state());
+  for (auto& rng : rng_states()) tensors.push_back(std::move(rng));
   char scale[64];
   std::snprintf(scale, sizeof scale, "%.17g", scaler.scale());
   save_safetensors(path, tensors,
@@ -115,7 +81,7 @@ LoopState load_checkpoint(const std::string& path, IResNet& backbone, MarginHead
     const at::Tensor* m = all.find("momentum." + p.name);
     p.momentum = m ? m->to(p.param.device(), p.param.scalar_type()).clone() : at::Tensor();
   }
-  set_cpu_rng_state(all.at("rng.cpu"));
+  restore_rng_states(all, path);
   scaler.restore(std::stod(get("loss_scale")), std::stoll(get("loss_scale_growth_tracker")));
   return {std::stoll(get("step")), std::stoll(get("position"))};
 }
@@ -162,9 +128,15 @@ std::string latest_checkpoint(const std::string& dir) {
 
 TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks, const std::string& resume) {
   log::Stopwatch total_watch;
-  // 1. device, output, seed
-  const c10::Device device = cfg.run.device == "auto" ? (torch::cuda::is_available() ? c10::Device("cuda") : c10::Device("cpu"))
-                                                      : parse_device(cfg.run.device, "run.device");
+  // 1. devices (replica 0 is the primary: head, optimiser, checkpoints), output, seed
+  const std::vector<c10::Device> devices = resolve_devices(cfg.run.devices, "train config: run.devices");
+  const c10::Device device = devices.front();
+  for (const auto& d : devices)
+    IDSYNTH_CHECK(d.type() == device.type(), "train config: run.devices: expected devices of one kind, found ",
+                  device.str(), " and ", d.str());
+  IDSYNTH_CHECK(cfg.data.batch_size >= 2 * static_cast<int64_t>(devices.size()),
+                "train config: data.batch_size: expected at least 2 images per device (BatchNorm statistics) for ",
+                devices.size(), " devices, found ", cfg.data.batch_size);
   const bool amp = cfg.model.fp16 && device.is_cuda();
   if (cfg.model.fp16 && !amp) LOG_WRN("model.fp16: mixed precision needs CUDA; training in float32 on ", device.str());
   if (cfg.run.threads > 0) configure_threads(static_cast<int>(cfg.run.threads));
@@ -226,8 +198,14 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks, const std::st
     tlog.reload(s.step);
     LOG_INF("resumed from ", resume_path, " at step ", s.step, " (batch position ", s.position, ")");
   }
+  // Replicas copy the primary after any resume; they never hold state of their own between steps.
+  DataParallel parallel(backbone, devices, amp);
+  std::string device_list;
+  for (const auto& d : devices) device_list += (device_list.empty() ? "" : ", ") + d.str();
+  const std::vector<int64_t> shards = DataParallel::shard_sizes(cfg.data.batch_size, devices.size());
   LOG_INF("training: ", dataset->size(), " images, batch ", cfg.data.batch_size, ", ", per_epoch, " steps per epoch, ",
-          total_steps, " steps on ", device.str(), amp ? " with fp16 mixed precision" : "");
+          total_steps, " steps on ", device_list, amp ? " with fp16 mixed precision" : "",
+          devices.size() > 1 ? cat(" (data parallel, ", shards.front(), " images per replica)") : std::string());
 
   // 6. the loop
   TrainResult result;
@@ -274,14 +252,9 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks, const std::st
       continue;
     }
     if (hooks.on_batch) hooks.on_batch(s.step, batch);
-    const torch::Tensor images = batch.images.to(device), labels = batch.labels.to(device);
-    // forward (trunk under autocast on CUDA), margin loss in float32
-    torch::Tensor embeddings;
-    {
-      AutocastScope autocast(amp);
-      embeddings = backbone->forward(images);
-    }
-    const MarginHeadImpl::Output out = head->forward(embeddings.to(torch::kFloat), labels);
+    // forward: the batch split over the replicas (autocast on CUDA), margin loss in float32 on the
+    // primary over the whole batch
+    const MarginHeadImpl::Output out = parallel.forward(batch.images, batch.labels, *head);
     const double loss = out.loss.item<double>();
     if (!std::isfinite(loss)) {
       std::string samples;
@@ -292,8 +265,9 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks, const std::st
            batch.samples.size() > 4 ? ", ..." : "", "); last checkpoint: ",
            last_ckpt.empty() ? std::string("none") : last_ckpt, ". Lower optim.lr or check the data.");
     }
-    // backward, unscale, clip the backbone's gradient norm, SGD step
-    (scaler.enabled() ? out.loss * scaler.scale() : out.loss).backward();
+    // backward (replica gradients summed into the primary), unscale, clip the backbone's gradient
+    // norm, SGD step, new weights to the replicas
+    parallel.backward(scaler.enabled() ? out.loss * scaler.scale() : out.loss);
     const bool finite = scaler.unscale(sgd.params());
     const double lr = schedule.lr(s.step);
     if (finite) {
@@ -304,6 +278,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks, const std::st
     }
     scaler.update(finite);
     sgd.zero_grad();
+    parallel.broadcast();
     ++s.step;
     // logs
     sum_loss += loss;
@@ -345,6 +320,7 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks, const std::st
                     {"iresnet", backbone->config().to_string()}});
   save_torch_checkpoint((fs::path(cfg.run.output) / "model.pt").string(), exported);
   result.steps = s.step;
+  result.replicas = static_cast<int64_t>(devices.size());
   result.last_checkpoint = last_ckpt;
   if (loader.corrupt_total() > 0)
     LOG_WRN(loader.corrupt_total(), " images did not decode and were skipped");

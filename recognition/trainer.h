@@ -1,9 +1,9 @@
 // `idsynth train`: an IResNet trained with a margin softmax loss on idsynth shards or RecordIO, the
-// way insightface arcface_torch's train_v2.py does it (one process, one device; data parallel over
-// several GPUs is not implemented: IResNet is not a Cloneable module and the loop stays plain).
+// way insightface arcface_torch's train_v2.py does it, in one process on one device or data
+// parallel over several (run.devices; recognition/train_parallel.h).
 //
 // Output folder: config.resolved.yaml, checkpoint-<step>.safetensors (atomic; backbone, head,
-// momentum buffers, step, sampler position, RNG and loss-scale state), train_log.csv/.json,
+// momentum buffers, step, sampler position, CPU and CUDA generator states, loss-scale state), train_log.csv/.json,
 // validation.csv, loss_curve.svg, and at the end model.safetensors + model.pt: the backbone's state
 // dict under arcface_torch names (`get_model(name).load_state_dict(torch.load("model.pt"))`;
 // `idsynth embed --recognizer model.safetensors`).
@@ -41,6 +41,7 @@ struct TrainHooks {
 
 struct TrainResult {
   int64_t steps = 0;            // optimiser steps done in total (including before a resume)
+  int64_t replicas = 1;         // backbone replicas (devices) trained on
   double last_loss = 0;         // mean over the last log interval
   double last_accuracy = 0;
   double first_loss = 0;        // mean over the first log interval of this run

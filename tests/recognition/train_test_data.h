@@ -132,7 +132,7 @@ inline recognition::TrainConfig tiny_train_config(const std::string& data_dir, c
   recognition::TrainConfig c;
   c.run.output = out_dir;
   c.run.seed = 7;
-  c.run.device = "cpu";
+  c.run.devices = {"cpu"};
   c.run.log_every = 2;
   c.data.paths = {data_dir};
   c.data.batch_size = 16;
