@@ -1,5 +1,5 @@
-// idsynth eval verify|fid|lpips: the evaluation numbers of the paper's tables, each written to
-// <out>/metrics.json.
+// idsynth eval verify|idsim|fid|lpips: the evaluation numbers of the paper's tables, each written to
+// <out>/metrics.json with report.html and summary.md; idsynth eval report: several runs side by side.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -19,11 +19,13 @@
 #include "core/log.h"
 #include "eval/bin_dataset.h"
 #include "eval/fid.h"
+#include "eval/id_similarity.h"
 #include "eval/inception_fid.h"
 #include "eval/lpips.h"
 #include "eval/recognizer.h"
 #include "eval/report.h"
 #include "eval/verification.h"
+#include "recognition/face_embedder.h"
 
 namespace idsynth::cli {
 
@@ -213,11 +215,117 @@ int eval_lpips(const std::vector<std::string>& args) {
   return kExitOk;
 }
 
+
+int eval_idsim(const std::vector<std::string>& args) {
+  eval::IdSimOptions o;
+  po::options_description opts("options");
+  opts.add_options()("model", po::value<std::string>()->required(),
+                     "recogniser: ArcFace ONNX or IResNet weights (safetensors, .pth), as `idsynth embed --recognizer`")(
+      "ids", po::value<std::string>(), "target identity vectors [N, D] (.npy or safetensors; row k = identity k); "
+                                       "optional with --dataset (default: the vectors stored in the shards)")(
+      "images", po::value<std::string>(), "folder of {identity:05d}_{image:03d}.png files as `idsynth sample` writes")(
+      "dataset", po::value<std::string>(), "or: an idsynth dataset folder (HDF5 shards)")(
+      "align", po::value<std::string>(&o.align)->default_value(o.align),
+      "fixed: the image is an aligned crop, resized to the recogniser input (a dataset's stored aligned crop when "
+      "there is one); detect: SCRFD (--detector), largest face, ArcFace alignment")(
+      "detector", po::value<std::string>()->default_value(""), "SCRFD ONNX detector for --align detect")(
+      "batch-size", po::value<int64_t>(&o.batch_size)->default_value(o.batch_size), "images per recogniser call")(
+      "device", po::value<std::string>()->default_value("cpu"), "cpu, cuda, cuda:N")(
+      "bins", po::value<int64_t>(&o.bins)->default_value(o.bins), "histogram bins over [-1, 1]")(
+      "grid-identities", po::value<int64_t>(&o.grid_identities)->default_value(o.grid_identities),
+      "identities in the report's face grid (0..16)")(
+      "grid-images", po::value<int64_t>(&o.grid_images)->default_value(o.grid_images), "images per identity in the grid (0..16)")(
+      "thumb", po::value<int64_t>(&o.thumb)->default_value(o.thumb), "grid thumbnail size in pixels (16..128)")(
+      "out", po::value<std::string>()->default_value(""), "folder for metrics.json (entry \"idsim\"), report.html, summary.md");
+  auto parsed = parse_args("eval idsim", "--model M (--images DIR --ids ids.npy | --dataset DIR [--ids F]) [--align fixed|detect] [--out DIR]",
+                           "ID similarity: cosine between each target identity vector and the recogniser's embedding of each\n"
+                           "generated face (the Arc2Face paper's ID-consistency number is the mean). Writes mean, std, median,\n"
+                           "min/max, per-identity mean/min/max/count, a histogram and a grid of sample faces. Images without a\n"
+                           "face (--align detect) are listed and skipped; the exit code is then 3.",
+                           opts, args);
+  if (parsed.help) return kExitOk;
+  const auto& v = parsed.vars;
+  IDSYNTH_CHECK(v.count("images") + v.count("dataset") == 1, "eval idsim: expected exactly one of --images and --dataset");
+  IDSYNTH_CHECK(v.count("dataset") || v.count("ids"), "eval idsim: --images needs --ids (the identity vectors the faces were drawn for)");
+  o.check();
+  // 1. targets first, so a bad ID file fails before the models load
+  const std::string ids_path = v.count("ids") ? v["ids"].as<std::string>() : "";
+  const at::Tensor ids = ids_path.empty() ? at::Tensor() : eval::read_identity_vectors(ids_path);
+  if (v.count("images")) eval::list_sample_images(v["images"].as<std::string>());  // an empty folder fails here
+  // 2. models: the front end of `idsynth embed`
+  const c10::Device device = parse_device(v["device"].as<std::string>(), "--device");
+  auto recognizer = std::make_shared<const recognition::Recognizer>(v["model"].as<std::string>(), device);
+  std::shared_ptr<const recognition::ScrfdDetector> detector;
+  const std::string det = v["detector"].as<std::string>();
+  IDSYNTH_CHECK(o.align == "detect" || det.empty(), "eval idsim: --detector is only used with --align detect");
+  if (!det.empty()) detector = std::make_shared<const recognition::ScrfdDetector>(det, device);
+  const recognition::FaceEmbedder embedder(recognizer, detector);
+  // 3. cosines
+  const eval::IdSimResult r = v.count("images")
+                                  ? eval::id_similarity_of_folder(embedder, ids, ids_path, v["images"].as<std::string>(), o)
+                                  : eval::id_similarity_of_dataset(embedder, ids, ids_path, v["dataset"].as<std::string>(), o);
+  const eval::IdSimStats& s = r.stats;
+  std::printf("ID similarity: mean %.6f std %.6f median %.6f min %.6f max %.6f over %lld images of %zu identities\n", s.mean,
+              s.std, s.median, s.min, s.max, static_cast<long long>(s.count), s.per_identity.size());
+  if (!r.failed.empty()) std::printf("%zu images gave no embedding (first: %s)\n", r.failed.size(), r.failed.front().c_str());
+  json::Value m = eval::id_similarity_json(r);
+  m.set("align", o.align);
+  m.set("model", v["model"].as<std::string>());
+  m.set("ids", ids_path.empty() ? std::string("dataset shards") : ids_path);
+  m.set("source", v.count("images") ? v["images"].as<std::string>() : v["dataset"].as<std::string>());
+  json::Value metrics = json::Value::object();
+  metrics.set("idsim", m);
+  write_metrics(v["out"].as<std::string>(), metrics, "idsynth eval idsim");
+  return r.failed.empty() ? kExitOk : kExitPartial;
+}
+
+int eval_report(const std::vector<std::string>& args) {
+  po::options_description opts("options");
+  opts.add_options()("run", po::value<std::vector<std::string>>()->multitoken()->required(),
+                     "NAME=DIR (or DIR, named after the folder): a folder with an eval metrics.json; the same NAME given "
+                     "again adds another folder's metrics to that run (e.g. its verify, idsim, fid and lpips outputs)")(
+      "title", po::value<std::string>()->default_value("idsynth evaluation"), "report title")(
+      "out", po::value<std::string>()->required(), "folder for report.html, summary.md, comparison.json");
+  auto parsed = parse_args("eval report", "--run NAME=DIR [--run NAME=DIR ...] --out DIR",
+                           "Side-by-side comparison of eval runs: one table like the paper's (rows = runs; columns = verification\n"
+                           "benchmarks, their average, ID similarity, FID, LPIPS), ROC curves per benchmark and ID-similarity\n"
+                           "histograms overlaid, and each run's sample faces.",
+                           opts, args);
+  if (parsed.help) return kExitOk;
+  const auto& v = parsed.vars;
+  std::vector<eval::RunMetrics> runs;
+  for (const auto& spec : v["run"].as<std::vector<std::string>>()) {
+    const size_t eq = spec.find('=');
+    std::string name = eq == std::string::npos ? "" : spec.substr(0, eq);
+    const std::string dir = eq == std::string::npos ? spec : spec.substr(eq + 1);
+    IDSYNTH_CHECK(!dir.empty() && (eq == std::string::npos || !name.empty()),
+                  "eval report: --run: expected NAME=DIR or DIR, found '", spec, "'");
+    if (name.empty()) name = fs::path(dir).lexically_normal().filename().string();
+    if (name.empty()) name = fs::path(dir).lexically_normal().parent_path().filename().string();
+    const json::Value m = eval::read_run_metrics(dir);
+    auto it = std::find_if(runs.begin(), runs.end(), [&](const eval::RunMetrics& r) { return r.name == name; });
+    if (it == runs.end()) {
+      runs.push_back({name, m});
+      continue;
+    }
+    for (const auto& [key, value] : m.as_object()) {
+      IDSYNTH_CHECK(!it->metrics.contains(key), "eval report: run ", name, ": ", dir, "/metrics.json: ", key,
+                    ": already given by an earlier folder of this run");
+      it->metrics.set(key, value);
+    }
+  }
+  const std::string out = v["out"].as<std::string>();
+  eval::write_compare_reports(out, runs, v["title"].as<std::string>());
+  std::cout << eval::compare_markdown(runs, v["title"].as<std::string>());
+  LOG_INF("wrote ", (fs::path(out) / "report.html").string(), ", summary.md, comparison.json (", runs.size(), " runs)");
+  return kExitOk;
+}
+
 }  // namespace
 
 int cmd_eval(const std::vector<std::string>& args) {
   const std::string usage =
-      "usage: idsynth eval <verify|fid|lpips> [options]   ('idsynth eval <sub> --help' for each)\n";
+      "usage: idsynth eval <verify|idsim|fid|lpips|report> [options]   ('idsynth eval <sub> --help' for each)\n";
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     std::cout << usage;
     return args.empty() ? kExitUsage : kExitOk;
@@ -226,7 +334,10 @@ int cmd_eval(const std::vector<std::string>& args) {
   if (args[0] == "verify") return eval_verify(rest);
   if (args[0] == "fid") return eval_fid(rest);
   if (args[0] == "lpips") return eval_lpips(rest);
-  std::cerr << "idsynth eval: unknown subcommand '" << args[0] << "': expected one of verify, fid, lpips\n" << usage;
+  if (args[0] == "idsim") return eval_idsim(rest);
+  if (args[0] == "report") return eval_report(rest);
+  std::cerr << "idsynth eval: unknown subcommand '" << args[0] << "': expected one of verify, idsim, fid, lpips, report\n"
+            << usage;
   return kExitUsage;
 }
 
