@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -255,6 +256,52 @@ TEST(IdSimilarity, DatasetShardsWithStoredVectorsAndCrops) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("expected a row for every identity"), std::string::npos) << e.what();
   }
+}
+
+// Real photos, real recogniser: the aligned crops of goldens/realfaces as a sample folder (photo k =
+// identity k), targets from the golden fr_feature.onnx outputs (embeddings.safetensors,
+// direct_crop). Own targets give cosine 1; targets shifted by one photo give exactly the cosines of
+// the golden vectors to each other.
+TEST(IdSimilarity, RealFacesAgainstGoldenEmbeddings) {
+  IDSYNTH_REQUIRE_GOLDEN(aligned, "realfaces/aligned");
+  IDSYNTH_REQUIRE_GOLDEN(emb_path, "realfaces/embeddings.safetensors");
+  const char* env = std::getenv("IDSYNTH_TEST_MODELS");
+  const std::string model = (env ? std::string(env) : std::string(IDSYNTH_SOURCE_DIR) + "/.test-data") +
+                            "/faceplugin/package/model/fr_feature.onnx";
+  if (!file_exists(model)) {
+    if (std::getenv("IDSYNTH_REQUIRE_TEST_MODELS")) FAIL() << model << " not found and IDSYNTH_REQUIRE_TEST_MODELS is set";
+    GTEST_SKIP() << model << " not found (run scripts/fetch-test-models.sh)";
+  }
+  at::set_num_threads(1);  // a batch-1 graph: one thread avoids OpenMP barrier spinning
+  const at::Tensor golden = SafeTensorsFile(emb_path).tensor("direct_crop").to(at::kDouble);  // [25, 512] raw
+  const int64_t n = golden.size(0);
+  const std::string dir = test::temp_dir("idsim-realfaces"), images = dir + "/images";
+  std::filesystem::create_directories(images);
+  for (int64_t k = 0; k < n; ++k)
+    std::filesystem::copy_file(aligned + "/img" + std::to_string(k + 1) + ".png", images + "/" + sample_name(k, 0));
+  auto rec = std::make_shared<const recognition::Recognizer>(model, c10::Device(c10::kCPU));
+  const recognition::FaceEmbedder embedder(rec);
+  const at::Tensor unit = golden / golden.norm(2, 1, true);
+  IdSimOptions o;
+  o.grid_identities = 0;
+  const IdSimResult own = id_similarity_of_folder(embedder, golden.to(at::kFloat), "golden", images, o);
+  const at::Tensor shifted_targets = golden.roll(-1, 0);  // identity k's target: photo k + 1
+  const IdSimResult shifted = id_similarity_of_folder(embedder, shifted_targets.to(at::kFloat), "golden shifted", images, o);
+  ASSERT_EQ(own.cosine.size(), static_cast<size_t>(n));
+  ASSERT_EQ(shifted.cosine.size(), static_cast<size_t>(n));
+  double max_own = 0.0, max_shift = 0.0, mean = 0.0;
+  for (int64_t k = 0; k < n; ++k) {
+    max_own = std::max(max_own, std::abs(own.cosine[static_cast<size_t>(k)] - 1.0));
+    const double want = at::dot(unit[k], unit[(k + 1) % n]).item<double>();
+    mean += want / static_cast<double>(n);
+    max_shift = std::max(max_shift, std::abs(shifted.cosine[static_cast<size_t>(k)] - want));
+  }
+  std::cout << "realfaces idsim: own targets max|cos - 1| " << max_own << ", shifted targets max|diff| " << max_shift
+            << ", mean cosine to the next photo " << mean << "\n";
+  EXPECT_LT(max_own, 1e-5);
+  EXPECT_LT(max_shift, 1e-5);
+  EXPECT_NEAR(shifted.stats.mean, mean, 1e-5);
+  EXPECT_LT(shifted.stats.mean, 0.5);  // different people (mostly): far from 1
 }
 
 std::string error_of(const std::function<void()>& fn) {
