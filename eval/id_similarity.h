@@ -6,7 +6,8 @@
 // (HDF5 shards). Alignment: "fixed" embeds the image as an aligned crop (resized to the recogniser's
 // input, as Arc2Face's 512x512 outputs are framed; a dataset's stored 112x112 aligned crop when it
 // has one), "detect" runs SCRFD on the full image and aligns the largest face. The embedding is
-// recognition::FaceEmbedder's, the one `idsynth embed` uses.
+// recognition::FaceEmbedder's, the one `idsynth embed` uses. A dataset stores JPEGs, so its cosines
+// differ slightly from those the generator's ID filter computed on the lossless images.
 // Ref: Arc2Face (Papantoniou et al., 2024) sec. 4 "ID similarity": cosine of ArcFace features;
 //      numpy.median / numpy.std (population) / numpy.histogram (last bin closed) for the statistics.
 #pragma once
