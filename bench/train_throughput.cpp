@@ -2,10 +2,12 @@
 //   1. loader only: images/s decoded + augmented (flip, crop, colour, low-res, erasing) from a
 //      RecordIO file of 112×112 JPEGs, on all cores and on one core;
 //   2. model only: IResNet-50 training steps (forward, margin loss, backward, SGD) at 112×112 on
-//      batches already in memory, samples/s;
-//   3. the whole `idsynth train` loop (loader in the background + model) for a few steps.
+//      batches already in memory, samples/s, on --devices (data parallel when several; float16
+//      autocast + loss scaling with --fp16 on CUDA);
+//   3. the whole `idsynth train` loop (loader in the background + model) for a few steps, on the
+//      same devices.
 // The loader keeps the model fed when (1) is well above (2); (3) shows what is left of (2).
-//   bench_train_throughput [--batch 32] [--steps 3] [--images 512]
+//   bench_train_throughput [--batch 32] [--steps 3] [--images 512] [--devices cpu|auto|cuda:0,cuda:1] [--fp16 1]
 #include <ATen/ATen.h>
 #include <opencv2/imgproc.hpp>
 #include <tbb/task_arena.h>
@@ -16,7 +18,9 @@
 #include <cstring>
 #include <filesystem>
 #include <random>
+#include <sstream>
 #include <string>
+#include <vector>
 
 #include "core/device.h"
 #include "core/image.h"
@@ -25,6 +29,7 @@
 #include "recognition/margin_losses.h"
 #include "recognition/train_data.h"
 #include "recognition/train_optim.h"
+#include "recognition/train_parallel.h"
 #include "recognition/trainer.h"
 
 namespace {
@@ -78,11 +83,23 @@ double loader_images_per_s(const std::string& dir, int threads, int64_t batch, i
 int main(int argc, char** argv) {
   int64_t batch = 32;
   int steps = 3, images = 512;
+  std::vector<std::string> device_names = {"cpu"};
+  bool fp16 = false;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--batch")) batch = std::stoll(argv[i + 1]);
     if (!std::strcmp(argv[i], "--steps")) steps = std::stoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--images")) images = std::stoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--fp16")) fp16 = std::stoi(argv[i + 1]) != 0;
+    if (!std::strcmp(argv[i], "--devices")) {
+      device_names.clear();
+      std::stringstream list(argv[i + 1]);
+      for (std::string d; std::getline(list, d, ',');) device_names.push_back(d);
+    }
   }
+  const std::vector<c10::Device> devices = resolve_devices(device_names, "--devices");
+  const bool amp = fp16 && devices.front().is_cuda();
+  std::string device_list;
+  for (const auto& d : devices) device_list += (device_list.empty() ? "" : ",") + d.str();
   const int cores = configure_threads(0);
   log::set_threshold(log::Level::warn);
   const std::string dir = (fs::temp_directory_path() / ("idsynth_bench_train_" + std::to_string(::getpid()))).string();
@@ -94,35 +111,46 @@ int main(int argc, char** argv) {
   std::printf("loader (decode + augment, 112x112 JPEG): %.0f images/s on %d threads, %.0f images/s on 1 thread\n",
               load_all, cores, load_one);
 
-  // 2. model only: IResNet-50 + ArcFace head over 1000 classes, SGD
+  // 2. model only: IResNet-50 + ArcFace head over 1000 classes, SGD, the trainer's step
   torch::manual_seed(0);
   IResNet net(IResNetConfig::from_name("r50"));
+  net->to(devices.front());
   net->train();
   ClassCentresOptions co;
   co.num_classes = 1000;
   MarginHead head(MarginLossOptions{}, co);
+  head->to(devices.front());
   std::vector<SgdParam> params = sgd_params(*net, "backbone.", {"bn", "prelu"});
   for (auto& p : sgd_params(*head, "head.", {"bn", "prelu"})) params.push_back(p);
   Sgd sgd(params, 0.9, 5e-4);
+  LossScaler scaler(amp, 65536.0, 100);
+  DataParallel parallel(net, devices, amp);
   const at::Tensor x = torch::randn({batch, 3, 112, 112});
   const at::Tensor y = torch::randint(0, 1000, {batch}, torch::kLong);
   auto step = [&] {
-    head->forward(net->forward(x), y).loss.backward();
-    sgd.step(0.02);
+    const MarginHeadImpl::Output out = parallel.forward(x, y, *head);
+    parallel.backward(scaler.enabled() ? out.loss * scaler.scale() : out.loss);
+    const bool finite = scaler.unscale(sgd.params());
+    if (finite) sgd.step(0.02);
+    scaler.update(finite);
     sgd.zero_grad();
+    parallel.broadcast();
+    (void)out.loss.item<double>();  // waits for the device
   };
   step();  // warm-up
   log::Stopwatch w;
   for (int s = 0; s < steps; ++s) step();
   const double model = static_cast<double>(batch * steps) / w.seconds();
   // IResNet-50 at 112×112: ≈ 6.3 GFLOP forward per image, ≈ 3× that for a training step.
-  std::printf("model (IResNet-50 train step, batch %lld, fp32): %.2f samples/s (%.1f s/step, ~%.0f GFLOP/s)\n",
-              static_cast<long long>(batch), model, w.seconds() / steps, model * 3 * 6.3);
+  std::printf("model (IResNet-50 train step, batch %lld on %s, %s): %.2f samples/s (%.2f s/step, ~%.0f GFLOP/s)\n",
+              static_cast<long long>(batch), device_list.c_str(), amp ? "fp16 autocast" : "fp32", model,
+              w.seconds() / steps, model * 3 * 6.3);
 
   // 3. the whole loop
   TrainConfig cfg;
   cfg.run.output = dir + "/run";
-  cfg.run.devices = {"cpu"};
+  cfg.run.devices = device_names;
+  cfg.model.fp16 = fp16;
   cfg.run.log_every = 1;
   cfg.data.paths = {dir + "/rec"};
   cfg.data.batch_size = batch;

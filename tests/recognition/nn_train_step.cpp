@@ -117,16 +117,16 @@ TEST(TrainStep, LossFallsWithMixedPrecisionOnCudaAndWeightsStayFinite) {
   const Batch b = class_batch(device);
   std::vector<double> losses;
   int taken = 0;
-  for (int i = 0; i < 8; ++i) {
+  for (int i = 0; i < 6; ++i) {
     const auto [loss, finite] = rig.step(b, 0.05);
     losses.push_back(loss);
     taken += finite ? 1 : 0;
     ASSERT_TRUE(std::isfinite(loss)) << "step " << i;
   }
-  std::printf("train step on %s (%s): loss %.4f -> %.4f, %d of 8 steps taken, loss scale %g\n", device.str().c_str(),
+  std::printf("train step on %s (%s): loss %.4f -> %.4f, %d of 6 steps taken, loss scale %g\n", device.str().c_str(),
               cuda ? "float16 autocast, loss scaling" : "float32", losses.front(), losses.back(), taken,
               rig.scaler->scale());
-  EXPECT_GE(taken, 6);  // the initial scale (1024) may overflow float16 once or twice, no more
+  EXPECT_GE(taken, 4);  // the initial scale (1024) may overflow float16 once or twice, no more
   EXPECT_LT(losses.back(), 0.7 * losses.front());
   EXPECT_TRUE(all_finite(*rig.net));
   EXPECT_TRUE(all_finite(*rig.head));
