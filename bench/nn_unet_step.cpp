@@ -1,17 +1,20 @@
-// One guided SD-1.5 UNet step (batch 2, 64x64 latents) and one SD-1.5 VAE decode (64x64 -> 512x512)
-// with random weights, on the CPU, in float32 and bfloat16. Prints seconds, achieved GFLOP/s
+// One guided SD-1.5 UNet step (batch 2, 64x64 latents), one SD-1.5 VAE decode (64x64 -> 512x512),
+// the SD-1.5 self-attention alone, or one whole 25-step image through the pipeline, with random
+// weights, on the CPU (float32, bfloat16) or a GPU (also float16). Prints seconds, achieved GFLOP/s
 // (0.80 TFLOP per UNet sample-evaluation, DESIGN.md) and peak RSS, next to the machine's
 // matrix-product rate measured in the same run.
 //
-//   bench_nn_unet_step [--what unet|vae|all] [--dtype fp32|bf16|all] [--iters N] [--threads N]
+//   bench_nn_unet_step [--what unet|vae|attn|image|all] [--rows N] [--device cpu|cuda] [--steps 25] [--dtype fp32|bf16|all] [--iters N] [--threads N]
 //                      [--latent N] [--channels-last 0|1] [--profile PREFIX]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -22,7 +25,9 @@
 #include "core/check.h"
 #include "core/device.h"
 #include "core/log.h"
+#include "generator/arc2face_pipeline.h"
 #include "generator/autoencoder_kl.h"
+#include "generator/nn_blocks.h"
 #include "generator/unet_2d_condition.h"
 
 using namespace idsynth;
@@ -39,10 +44,13 @@ constexpr double kDiffusersStepBf16 = 8.7;
 struct Args {
   std::string what = "all";
   std::string dtype = "all";
+  std::string device = "cpu";
+  int64_t steps = 25;  // --what image
   int iters = 2;
   int threads = 0;
   int64_t latent = 64;
   bool channels_last = true;
+  int64_t rows = 0;        // --what attn: only this tile height (0: a sweep)
   std::string profile;  // chrome trace of one UNet call (op times), for finding slow ops
 };
 
@@ -55,6 +63,9 @@ Args parse_args(int argc, char** argv) {
       return argv[++i];
     };
     if (key == "--what") a.what = value();
+    else if (key == "--rows") a.rows = std::stoll(value());
+    else if (key == "--device") a.device = value();
+    else if (key == "--steps") a.steps = std::stoll(value());
     else if (key == "--dtype") a.dtype = value();
     else if (key == "--iters") a.iters = std::stoi(value());
     else if (key == "--threads") a.threads = std::stoi(value());
@@ -64,7 +75,8 @@ Args parse_args(int argc, char** argv) {
     else fail("bench_nn_unet_step: unknown argument '", key,
               "' (expected --what unet|vae|all, --dtype fp32|bf16|all, --iters N, --threads N, --latent N, --channels-last 0|1)");
   }
-  IDSYNTH_CHECK(a.what == "unet" || a.what == "vae" || a.what == "all", "--what: expected unet, vae or all, found ", a.what);
+  IDSYNTH_CHECK(a.what == "unet" || a.what == "vae" || a.what == "attn" || a.what == "image" || a.what == "all",
+                "--what: expected unet, vae, attn, image or all, found ", a.what);
   IDSYNTH_CHECK(a.iters >= 1, "--iters: expected >= 1, found ", a.iters);
   return a;
 }
@@ -78,9 +90,17 @@ double peak_rss_gib() {
   return 0;
 }
 
+c10::Device g_device = c10::kCPU;
+
 std::vector<c10::ScalarType> dtypes(const std::string& name) {
+  if (name == "all" && g_device.is_cuda()) return {at::kFloat, at::kHalf, at::kBFloat16};
   if (name == "all") return {at::kFloat, at::kBFloat16};
   return {parse_dtype(name, "--dtype")};
+}
+
+// Waits for queued GPU work, so that wall-clock times cover it.
+void sync() {
+  if (g_device.is_cuda()) torch::cuda::synchronize(g_device.index());
 }
 
 // Times f() `iters` times (once if the first call is slow); returns {first, best} seconds.
@@ -90,6 +110,7 @@ std::pair<double, double> time_calls(int iters, F&& f) {
   for (int i = 0; i < iters; ++i) {
     log::Stopwatch w;
     f();
+    sync();
     const double s = w.seconds();
     if (i == 0) first = s;
     best = std::min(best, s);
@@ -101,8 +122,8 @@ std::pair<double, double> time_calls(int iters, F&& f) {
 // Reference: a square matrix product in the given dtype (what BLAS / oneDNN reach on this machine).
 double matmul_gflops(c10::ScalarType dtype) {
   c10::InferenceMode guard;
-  const int64_t n = 2048;
-  auto a = torch::randn({n, n}).to(dtype), b = torch::randn({n, n}).to(dtype);
+  const int64_t n = g_device.is_cuda() ? 8192 : 2048;
+  auto a = torch::randn({n, n}).to(g_device, dtype), b = torch::randn({n, n}).to(g_device, dtype);
   at::mm(a, b);  // warm-up
   auto [first, best] = time_calls(3, [&] { at::mm(a, b); });
   (void)first;
@@ -140,23 +161,99 @@ void bench_unet(const Args& args) {
               count_parameters(*unet) / 1e6, build.seconds());
   const double flop = kUNetFlopPerSample * 2 * (args.latent * args.latent) / (64.0 * 64.0);
   torch::manual_seed(0);
-  const auto latents = torch::randn({2, 4, args.latent, args.latent});
-  const auto ehs = torch::randn({2, 77, 768});
-  const auto t = torch::tensor(999, torch::kLong);
+  const auto latents = torch::randn({2, 4, args.latent, args.latent}).to(g_device);
+  const auto t = torch::tensor(999, torch::kLong).to(g_device);
   for (auto dtype : dtypes(args.dtype)) {
-    unet->to(dtype);
+    c10::InferenceMode guard;
+    unet->to(g_device, dtype);
+    const auto ehs = torch::randn({2, 77, 768}).to(g_device, dtype);
+    const auto x = latents.to(dtype);
     const double ref = matmul_gflops(dtype);
-    auto [first, best] = time_calls(args.iters, [&] { unet->forward(latents, t, ehs); });
+    auto [first, best] = time_calls(args.iters, [&] { unet->forward(x, t, ehs); });
     if (!args.profile.empty()) {
-      torch::autograd::profiler::RecordProfile guard(args.profile + "." + dtype_string(dtype) + ".json");
-      unet->forward(latents, t, ehs);
+      torch::autograd::profiler::RecordProfile profile(args.profile + "." + dtype_string(dtype) + ".json");
+      unet->forward(x, t, ehs);
     }
     const double diffusers = dtype == at::kBFloat16 ? kDiffusersStepBf16 : kDiffusersStepFp32;
     std::printf(
-        "unet step  %-8s batch 2, %ldx%ld latents, threads %d: first %.2f s, best %.2f s -> %.0f GFLOP/s "
-        "(matmul reference %.0f GFLOP/s; diffusers reference %.1f s/step at 64x64) | peak RSS %.2f GiB\n",
-        dtype_string(dtype).c_str(), static_cast<long>(args.latent), static_cast<long>(args.latent),
-        at::get_num_threads(), first, best, flop / best / 1e9, ref, diffusers, peak_rss_gib());
+        "unet step  %-8s %s batch 2, %ldx%ld latents, threads %d: first %.3f s, best %.3f s -> %.0f GFLOP/s "
+        "(matmul reference %.0f GFLOP/s",
+        dtype_string(dtype).c_str(), g_device.str().c_str(), static_cast<long>(args.latent),
+        static_cast<long>(args.latent), at::get_num_threads(), first, best, flop / best / 1e9, ref);
+    if (!g_device.is_cuda() && args.latent == 64) std::printf("; diffusers on this CPU: %.1f s/step at 64x64, %.2fx", diffusers, diffusers / best);
+    std::printf(") | peak RSS %.2f GiB\n", peak_rss_gib());
+    std::fflush(stdout);
+  }
+}
+
+// The self-attention of SD-1.5's first level (batch 2 x 8 heads, 4096 tokens, 40 channels): the
+// tiled reference form (bmm, scale, softmax, bmm in 128 MiB tiles) against cache-sized tiles.
+void bench_attention(const Args& args) {
+  c10::InferenceMode guard;
+  const int64_t tokens = args.latent * args.latent;
+  torch::manual_seed(0);
+  for (auto dtype : dtypes(args.dtype)) {
+    const auto q = torch::randn({16, tokens, 40}).to(dtype), k = torch::randn({16, tokens, 40}).to(dtype),
+               v = torch::randn({16, tokens, 40}).to(dtype);
+    const double scale = 1.0 / std::sqrt(40.0);
+    at::Tensor ref;
+    auto [ref_first, ref_best] = time_calls(args.iters, [&] { ref = chunked_attention(q, k, v, scale); });
+    (void)ref_first;
+    std::printf("attention %-8s 16x%ldx40: reference tiles %.3f s\n", dtype_string(dtype).c_str(),
+                static_cast<long>(tokens), ref_best);
+    std::vector<int64_t> sweep = args.rows > 0 ? std::vector<int64_t>{args.rows} : std::vector<int64_t>{16, 32, 64, 128, 256};
+    for (int64_t rows : sweep) {
+      at::Tensor out;
+      auto [first, best] = time_calls(args.iters, [&] { out = cache_tiled_attention(q, k, v, scale, false, false, rows); });
+      (void)first;
+      const double diff = (out.to(at::kFloat) - ref.to(at::kFloat)).abs().max().item<double>();
+      std::printf("attention %-8s cache tiles of %3ld rows: %.3f s (%.2fx the reference), max|diff| %.2g\n",
+                  dtype_string(dtype).c_str(), static_cast<long>(rows), best, ref_best / best, diff);
+      std::fflush(stdout);
+    }
+  }
+}
+
+// One whole image as `idsynth sample` makes it: ID encoding, `steps` guided DPM-Solver++ steps and
+// the VAE decode, SD-1.5-sized parts with random weights.
+void bench_image(const Args& args) {
+  CLIPTextConfig text;  // SD-1.5's text encoder (CLIP ViT-L/14)
+  text.hidden_size = 768;
+  text.intermediate_size = 3072;
+  text.num_attention_heads = 12;
+  text.check();
+  for (auto dtype : dtypes(args.dtype)) {
+    log::Stopwatch build;
+    PipelineOptions options;
+    options.device = g_device;
+    options.dtype = dtype;
+    CLIPTextModel encoder(text);
+    UNet2DCondition unet(sd15_unet_config(args.latent));
+    AutoencoderKL vae(sd15_vae_config());
+    for (torch::nn::Module* m : std::initializer_list<torch::nn::Module*>{encoder.get(), unet.get(), vae.get()}) {
+      m->eval();
+      m->to(g_device, dtype);
+    }
+    unet->set_channels_last(args.channels_last);
+    vae->set_channels_last(args.channels_last);
+    Arc2FacePipeline pipe(encoder, unet, vae, make_scheduler("dpmsolver++"), options);
+    torch::manual_seed(0);
+    const auto id = torch::nn::functional::normalize(torch::randn({1, 512}),
+                                                     torch::nn::functional::NormalizeFuncOptions().dim(1));
+    const auto latents = pipe.draw_latents(0, 1, args.latent * 8, args.latent * 8);
+    SampleOptions sample;
+    sample.num_inference_steps = args.steps;
+    std::printf("image      %-8s %s: pipeline built in %.1f s\n", dtype_string(dtype).c_str(), g_device.str().c_str(),
+                build.seconds());
+    auto [first, best] = time_calls(args.iters, [&] { pipe.sample(id, latents, sample); });
+    std::printf("image      %-8s %s %ldx%ld, %ld steps, guidance on, threads %d: first %.2f s, best %.2f s", 
+                dtype_string(dtype).c_str(), g_device.str().c_str(), static_cast<long>(args.latent * 8),
+                static_cast<long>(args.latent * 8), static_cast<long>(args.steps), at::get_num_threads(), first, best);
+    if (!g_device.is_cuda() && args.latent == 64) {
+      const double diffusers = (dtype == at::kBFloat16 ? kDiffusersStepBf16 : kDiffusersStepFp32) * static_cast<double>(args.steps);
+      std::printf(" (diffusers' UNet steps alone: %.0f s, %.2fx)", diffusers, diffusers / best);
+    }
+    std::printf(" | peak RSS %.2f GiB\n", peak_rss_gib());
     std::fflush(stdout);
   }
 }
@@ -171,10 +268,12 @@ void bench_vae(const Args& args) {
   torch::manual_seed(0);
   const auto z = torch::randn({1, 4, args.latent, args.latent});
   for (auto dtype : dtypes(args.dtype)) {
-    vae->to(dtype);
-    auto [first, best] = time_calls(args.iters, [&] { vae->decode(z); });
-    std::printf("vae decode %-8s 1x4x%ldx%ld -> %ldx%ld, threads %d: first %.2f s, best %.2f s | peak RSS %.2f GiB\n",
-                dtype_string(dtype).c_str(), static_cast<long>(args.latent), static_cast<long>(args.latent),
+    c10::InferenceMode guard;
+    vae->to(g_device, dtype);
+    const auto zz = z.to(g_device, dtype);
+    auto [first, best] = time_calls(args.iters, [&] { vae->decode(zz); });
+    std::printf("vae decode %-8s %s 1x4x%ldx%ld -> %ldx%ld, threads %d: first %.3f s, best %.3f s | peak RSS %.2f GiB\n",
+                dtype_string(dtype).c_str(), g_device.str().c_str(), static_cast<long>(args.latent), static_cast<long>(args.latent),
                 static_cast<long>(args.latent * 8), static_cast<long>(args.latent * 8), at::get_num_threads(), first,
                 best, peak_rss_gib());
     std::fflush(stdout);
@@ -187,10 +286,13 @@ int main(int argc, char** argv) {
   try {
     const Args args = parse_args(argc, argv);
     const int threads = configure_threads(args.threads);
+    g_device = parse_device(args.device, "--device");
     std::printf("bench_nn_unet_step: threads %d, oneDNN %s, channels-last %s\n", threads,
                 at::hasMKLDNN() ? "yes" : "no", args.channels_last ? "on" : "off");
     if (args.what == "unet" || args.what == "all") bench_unet(args);
     if (args.what == "vae" || args.what == "all") bench_vae(args);
+    if (args.what == "attn") bench_attention(args);
+    if (args.what == "image") bench_image(args);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_nn_unet_step: %s\n", e.what());
     return 1;

@@ -92,6 +92,42 @@ at::Tensor chunked_attention(const at::Tensor& q, const at::Tensor& k, const at:
   return out;
 }
 
+at::Tensor cache_tiled_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                                 bool upcast_scores, bool upcast_softmax, int64_t rows_per_tile) {
+  // Ref: attention_processor.py Attention.get_attention_scores + AttnProcessor.__call__
+  const auto out_dtype = q.scalar_type();
+  const auto score_dtype = upcast_scores ? at::kFloat : out_dtype;
+  const auto prob_dtype = upcast_softmax ? at::kFloat : score_dtype;
+  // The scale goes on q ([BH, Nq, d]), not on the scores ([BH, Nq, Nk], ~100x larger for SD's 4096
+  // tokens); the difference is one float rounding of q.
+  const at::Tensor qs = (upcast_scores ? q.to(at::kFloat) : q).mul(scale).contiguous();
+  const at::Tensor kt = (upcast_scores ? k.to(at::kFloat) : k).transpose(1, 2).contiguous();  // [BH, d, Nk]
+  const at::Tensor vv = v.contiguous();
+  const int64_t bh = q.size(0), nq = q.size(1), nk = k.size(1), dv = v.size(2);
+  const int64_t rows = std::clamp<int64_t>(rows_per_tile, 1, std::max<int64_t>(nq, 1));
+  const int64_t row_blocks = (nq + rows - 1) / rows;
+  at::Tensor out = at::empty({bh, nq, dv}, v.options().dtype(out_dtype));
+  // One tile = one head x `rows` query rows, done start to finish by one thread: its scores stay in
+  // that core's cache between the two products and the softmax, and no per-op thread fork is paid.
+  at::parallel_for(0, bh * row_blocks, 1, [&](int64_t begin, int64_t end) {
+    at::Tensor scores = at::empty({rows, nk}, qs.options().dtype(score_dtype));
+    at::Tensor probs = prob_dtype == score_dtype ? scores : at::empty({rows, nk}, qs.options().dtype(prob_dtype));
+    for (int64_t tile = begin; tile < end; ++tile) {
+      const int64_t h = tile / row_blocks, r0 = (tile % row_blocks) * rows, rn = std::min(rows, nq - r0);
+      at::Tensor s = scores.narrow(0, 0, rn), p = probs.narrow(0, 0, rn);
+      at::mm_out(s, qs[h].narrow(0, r0, rn), kt[h]);
+      at::_softmax_out(p, s, 1, false);
+      at::Tensor o = out[h].narrow(0, r0, rn);
+      if (prob_dtype == out_dtype) {
+        at::mm_out(o, p, vv[h]);
+      } else {
+        o.copy_(at::mm(p.to(out_dtype), vv[h]));
+      }
+    }
+  });
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Attention
 // ---------------------------------------------------------------------------------------------

@@ -50,6 +50,11 @@ at::Tensor chunked_attention(const at::Tensor& q, const at::Tensor& k, const at:
                              bool upcast_scores = false, bool upcast_softmax = false,
                              int64_t tile_bytes = kAttentionTileBytes);
 
+// The same computation with one thread per tile of one head x `rows_per_tile` query rows, sized for
+// a core's cache (256 rows x 4096 keys x 4 bytes = 4 MiB); q is scaled before the product.
+at::Tensor cache_tiled_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
+                                 bool upcast_scores = false, bool upcast_softmax = false, int64_t rows_per_tile = 64);
+
 // How chunked_attention splits the work: `heads` of the BH matrices and `rows` query rows per tile.
 struct AttentionTiling {
   int64_t heads = 1;

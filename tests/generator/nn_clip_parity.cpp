@@ -31,7 +31,8 @@ TEST(ClipParity, Arc2FaceProjectionMatchesTransformers) {
   at::set_num_threads(2);
   auto inputs = SafeTensorsFile(dir + "/inputs.safetensors").all();
   auto expected = SafeTensorsFile(dir + "/expected.safetensors").all();
-  Arc2FaceIdEncoder encoder(load_clip_text_model(dir + "/text_encoder", torch::kCPU, torch::kFloat));
+  const c10::Device dev = test::test_device();
+  Arc2FaceIdEncoder encoder(load_clip_text_model(dir + "/text_encoder", dev, torch::kFloat));
 
   // The fixed ids are the golden's tokenizer output.
   auto prompt = torch::tensor(Arc2FaceIdEncoder::prompt_ids(), torch::kLong).view({1, -1});
@@ -40,7 +41,7 @@ TEST(ClipParity, Arc2FaceProjectionMatchesTransformers) {
   EXPECT_TRUE(torch::equal(uncond_ids, inputs.at("uncond_input_ids")));
   EXPECT_EQ(prompt[0][Arc2FaceIdEncoder::kIdTokenPosition].item<int64_t>(), inputs.at("arcface_token_id").item<int64_t>());
 
-  const auto& ids = inputs.at("id_embeds");
+  const auto ids = inputs.at("id_embeds").to(dev);
   expect_close("token_embs", encoder.token_embeds(ids), expected.at("token_embs"), kTol);
   auto out = encoder.encode_full(ids);
   expect_close("last_hidden_state", out.last_hidden_state, expected.at("last_hidden_state"), kTol);
@@ -49,8 +50,8 @@ TEST(ClipParity, Arc2FaceProjectionMatchesTransformers) {
   expect_close("uncond_last_hidden_state", uncond.last_hidden_state, expected.at("uncond_last_hidden_state"), kTol);
   expect_close("uncond_pooler_output", uncond.pooler_output, expected.at("uncond_pooler_output"), kTol);
   // Plain CLIPTextModel path on the prompt ids agrees with the embeds path when nothing is replaced.
-  auto plain = encoder.model()->forward(prompt);
-  auto same = encoder.model()->forward_embeds(prompt, encoder.model()->token_embeds(prompt));
+  auto plain = encoder.model()->forward(prompt.to(dev));
+  auto same = encoder.model()->forward_embeds(prompt.to(dev), encoder.model()->token_embeds(prompt.to(dev)));
   EXPECT_ALL_CLOSE(plain.last_hidden_state, same.last_hidden_state, 0.0);
 }
 

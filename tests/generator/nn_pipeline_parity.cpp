@@ -16,9 +16,18 @@ using namespace idsynth::generator;
 
 namespace {
 
-Arc2FacePipeline load_tiny(const std::string& dir, const std::string& scheduler = "dpmsolver++") {
+// Reduced-precision tolerances on the [0, 1] images (see PipelineReducedPrecision).
+// bf16 measured on the CPU: mean 0.018, max 0.071 (limits: ~1.6x / 2x that); fp16 has 3 more mantissa
+// bits, so its limits are a quarter of bf16's. A wrong image is off by ~0.3 on average.
+constexpr double kBf16Mean = 0.03, kBf16Max = 0.15;
+constexpr double kFp16Mean = 0.0075, kFp16Max = 0.04;
+
+Arc2FacePipeline load_tiny(const std::string& dir, const std::string& scheduler = "dpmsolver++",
+                           c10::ScalarType dtype = torch::kFloat) {
   PipelineOptions options;
   options.scheduler = scheduler;
+  options.device = test::test_device();
+  options.dtype = dtype;
   return Arc2FacePipeline::load(Arc2FaceModelPaths::resolve(dir + "/pipeline"), options);
 }
 
@@ -67,6 +76,38 @@ TEST(PipelineParity, MatchesDiffusersStableDiffusionPipeline) {
   auto bytes = Arc2FacePipeline::to_uint8(images).to(torch::kInt);
   auto ref = Arc2FacePipeline::to_uint8(expected.at("images")).to(torch::kInt);
   EXPECT_LE((bytes - ref).abs().max().item<int>(), 1);
+}
+
+// Half precision (bf16 on the CPU; fp16 and bf16 on CUDA) against the float32 diffusers images.
+// The tolerances are what the formats allow, not parity: bf16 keeps 8 mantissa bits (relative
+// rounding 2^-9 = 2e-3 per op), fp16 11 bits (2^-12 = 2.4e-4); the tiny random UNet amplifies them
+// over the golden's steps (limits in kBf16Mean...).
+TEST(PipelineReducedPrecision, CloseToFloat32Reference) {
+  IDSYNTH_REQUIRE_GOLDEN(dir, "pipeline_tiny");
+  at::set_num_threads(2);
+  auto inputs = SafeTensorsFile(dir + "/inputs.safetensors").all();
+  auto expected = SafeTensorsFile(dir + "/expected.safetensors").all();
+  std::vector<std::pair<c10::ScalarType, std::pair<double, double>>> cases = {{torch::kBFloat16, {kBf16Mean, kBf16Max}}};
+  if (test::test_device().is_cuda()) cases.push_back({torch::kHalf, {kFp16Mean, kFp16Max}});
+  for (const auto& [dtype, tol] : cases) {
+    SCOPED_TRACE(c10::toString(dtype));
+    auto pipe = load_tiny(dir, "dpmsolver++", dtype);
+    const auto& ids = inputs.at("id_embeds");
+    const int64_t per_id = inputs.at("num_images_per_prompt").item<int64_t>();
+    auto latents = pipe.draw_latents(static_cast<uint64_t>(inputs.at("seed").item<int64_t>()), ids.size(0) * per_id,
+                                     inputs.at("height").item<int64_t>(), inputs.at("width").item<int64_t>());
+    SampleOptions options;
+    options.num_inference_steps = inputs.at("num_inference_steps").item<int64_t>();
+    options.guidance_scale = inputs.at("guidance_scale").item<double>();
+    auto images = pipe.sample(ids, latents, options);
+    ASSERT_TRUE(torch::isfinite(images).all().item<bool>());
+    const auto diff = (images - expected.at("images")).abs();
+    const double mean = diff.mean().item<double>(), worst = diff.max().item<double>();
+    std::cout << "[ measured ] " << c10::toString(dtype) << " on " << test::test_device() << ": images mean|diff| "
+              << mean << ", max|diff| " << worst << "\n";
+    EXPECT_LE(mean, tol.first);
+    EXPECT_LE(worst, tol.second);
+  }
 }
 
 TEST(PipelineDeterminism, SameInputsGiveSameBytes) {

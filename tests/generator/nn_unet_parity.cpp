@@ -50,20 +50,22 @@ TEST(UNetParity, MatchesDiffusersTiny) {
   at::set_num_threads(1);  // tiny model: one thread is as fast and immune to a busy machine
   const auto inputs = SafeTensorsFile(dir + "/../inputs.safetensors").all();
   const auto expected = SafeTensorsFile(dir + "/../expected.safetensors").all();
-  auto unet = load_unet(dir, torch::kCPU, torch::kFloat);
+  const c10::Device dev = test::test_device();
+  auto in = [&](const char* name) { return inputs.at(name).to(dev); };
+  auto unet = load_unet(dir, dev, torch::kFloat);
 
-  const auto out = unet->forward(inputs.at("sample"), inputs.at("timesteps"), inputs.at("encoder_hidden_states"));
+  const auto out = unet->forward(in("sample"), in("timesteps"), in("encoder_hidden_states"));
   EXPECT_ALL_CLOSE(out, expected.at("out_sample"), kParityTol);
   // 0-d int64 timestep, broadcast to the batch as the pipeline passes it.
   const auto out_t500 =
-      unet->forward(inputs.at("sample"), inputs.at("timestep_scalar"), inputs.at("encoder_hidden_states"));
+      unet->forward(in("sample"), in("timestep_scalar"), in("encoder_hidden_states"));
   EXPECT_ALL_CLOSE(out_t500, expected.at("out_sample_t500"), kParityTol);
   std::cout << "[ measured ] out_sample max|diff| = " << test::max_abs_diff(out, expected.at("out_sample"))
             << ", out_sample_t500 max|diff| = " << test::max_abs_diff(out_t500, expected.at("out_sample_t500")) << "\n";
 
   // The NCHW path (no channels-last) is the same computation.
   unet->set_channels_last(false);
-  const auto nchw = unet->forward(inputs.at("sample"), inputs.at("timesteps"), inputs.at("encoder_hidden_states"));
+  const auto nchw = unet->forward(in("sample"), in("timesteps"), in("encoder_hidden_states"));
   EXPECT_ALL_CLOSE(nchw, expected.at("out_sample"), kParityTol);
 }
 

@@ -33,14 +33,16 @@ TEST(VaeParity, MatchesDiffusersTiny) {
   at::set_num_threads(1);  // tiny model: one thread is as fast and immune to a busy machine
   const auto inputs = SafeTensorsFile(dir + "/../inputs.safetensors").all();
   const auto expected = SafeTensorsFile(dir + "/../expected.safetensors").all();
-  auto vae = load_vae(dir, torch::kCPU, torch::kFloat);
+  const c10::Device dev = test::test_device();
+  auto in = [&](const char* name) { return inputs.at(name).to(dev); };
+  auto vae = load_vae(dir, dev, torch::kFloat);
   EXPECT_DOUBLE_EQ(vae->config().scaling_factor, 0.18215);
   EXPECT_EQ(vae->config().spatial_factor(), 2);
 
-  const auto& latents = inputs.at("latents");
+  const auto latents = in("latents");
   const auto decoded = vae->decode(latents);
   const auto decoded_from_scaled = vae->decode(latents / vae->config().scaling_factor);
-  const auto dist = vae->encode(inputs.at("image"));
+  const auto dist = vae->encode(in("image"));
   EXPECT_ALL_CLOSE(decoded, expected.at("decoded"), kParityTol);
   EXPECT_ALL_CLOSE(decoded_from_scaled, expected.at("decoded_from_scaled"), kParityTol);
   EXPECT_ALL_CLOSE(dist.mean, expected.at("enc_mean"), kParityTol);

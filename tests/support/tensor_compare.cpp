@@ -1,6 +1,7 @@
 #include "tests/support/tensor_compare.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 
 #include <cstdlib>
 
@@ -12,11 +13,18 @@ namespace idsynth::test {
 c10::Device test_device() {
   const char* env = std::getenv("IDSYNTH_TEST_DEVICE");
   const std::string name = env && *env ? env : "cpu";
+  c10::Device device = c10::kCPU;
   try {
-    return c10::Device(name);
+    device = c10::Device(name);
   } catch (const c10::Error&) {
     fail("IDSYNTH_TEST_DEVICE: expected cpu, cuda or cuda:N, found '", name, "'");
   }
+  // Parity tolerances are for true float32: no TensorFloat-32 convolutions or products on the GPU.
+  if (device.is_cuda()) {
+    at::globalContext().setAllowTF32CuDNN(false);
+    at::globalContext().setAllowTF32CuBLAS(false);
+  }
+  return device;
 }
 
 double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
