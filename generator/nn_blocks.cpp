@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/utils.h>
+#include <torch/version.h>
 
 #include <algorithm>
 #include <cmath>
@@ -173,7 +174,17 @@ at::Tensor AttentionImpl::forward(const at::Tensor& hidden_states, const at::Ten
   at::Tensor v = split_heads(to_v(context), nk);
 
   // 2. attention, [B*heads, Nq, d] -> [B, Nq, heads*d]
-  at::Tensor o = chunked_attention(q, k, v, scale_, options_.upcast_attention, options_.upcast_softmax);
+  at::Tensor o;
+#if TORCH_VERSION_MAJOR >= 2
+  // On a GPU, PyTorch 2's fused kernels (flash / memory-efficient), as diffusers' AttnProcessor2_0
+  // does there; its default scale is 1/sqrt(d), ours too.
+  if (q.is_cuda()) {
+    o = at::scaled_dot_product_attention(q.view({batch, heads, nq, d}), k.view({batch, heads, nk, d}),
+                                         v.view({batch, heads, nk, d}))
+            .view({batch * heads, nq, d});
+  }
+#endif
+  if (!o.defined()) o = chunked_attention(q, k, v, scale_, options_.upcast_attention, options_.upcast_softmax);
   q.reset(), k.reset(), v.reset();
   o = o.view({batch, heads, nq, d}).permute({0, 2, 1, 3}).reshape({batch, nq, heads * d});
 
