@@ -541,7 +541,6 @@ TrainBatch TrainLoader::make_batch(int64_t position) {
   }
   b.images = static_cast<int64_t>(keep.size()) == n ? images : images.index_select(0, at::tensor(keep, at::kLong));
   b.labels = at::tensor(labels, at::kLong);
-  corrupt_total_ += b.corrupt;
   return b;
 }
 
@@ -585,7 +584,11 @@ void TrainLoader::start(int64_t position) {
 }
 
 TrainBatch TrainLoader::next() {
-  if (cfg_.prefetch == 0) return make_batch(next_position_++);
+  if (cfg_.prefetch == 0) {
+    TrainBatch b = make_batch(next_position_++);
+    corrupt_total_ += b.corrupt;
+    return b;
+  }
   std::unique_lock<std::mutex> lock(mutex_);
   cv_.wait(lock, [&] { return !queue_.empty() || error_ != nullptr; });
   if (queue_.empty() && error_) std::rethrow_exception(error_);
@@ -594,6 +597,8 @@ TrainBatch TrainLoader::next() {
   ++next_position_;
   lock.unlock();
   cv_.notify_all();
+  // Counted when handed out: batches prefetched but never used do not count.
+  corrupt_total_ += b.corrupt;
   return b;
 }
 

@@ -114,6 +114,7 @@ class TrainLoader {
   TrainBatch next();
   // The batch at a position, prepared on the calling thread (used by the stream and by benchmarks).
   TrainBatch make_batch(int64_t position);
+  // Images skipped in the batches next() has returned (not those prefetched and not yet taken).
   int64_t corrupt_total() const { return corrupt_total_.load(); }
   const TrainDataset& dataset() const { return *dataset_; }
 
