@@ -181,7 +181,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& hidden_states, const at::Ten
   if (q.is_cuda()) {
     o = at::scaled_dot_product_attention(q.view({batch, heads, nq, d}), k.view({batch, heads, nk, d}),
                                          v.view({batch, heads, nk, d}))
-            .view({batch * heads, nq, d});
+            .reshape({batch * heads, nq, d});  // the kernels may return a transposed layout
   }
 #endif
   if (!o.defined()) o = chunked_attention(q, k, v, scale_, options_.upcast_attention, options_.upcast_softmax);

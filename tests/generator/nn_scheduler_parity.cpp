@@ -3,7 +3,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <torch/version.h>
+
 #include <iostream>
+#include <limits>
 
 #include "core/check.h"
 #include "core/json.h"
@@ -47,6 +50,20 @@ std::vector<int64_t> to_vec(const torch::Tensor& t) {
   return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
 }
 
+// The schedule tables (betas, alphas_cumprod, sigmas) are float32 torch arithmetic (linspace, pow,
+// cumprod). With the libtorch the goldens were made with (1.13) they are bit-identical; other
+// versions round some entries differently, so there they may differ by a few float32 ulps.
+::testing::AssertionResult same_schedule(const torch::Tensor& actual, const torch::Tensor& expected) {
+  constexpr double kUlps = TORCH_VERSION_MAJOR == 1 ? 0.0 : 4.0;
+  if (actual.sizes() != expected.sizes()) return ::testing::AssertionFailure() << "shape " << actual.sizes();
+  const auto a = actual.to(torch::kDouble), e = expected.to(torch::kDouble);
+  const auto allowed = e.abs() * (kUlps * std::numeric_limits<float>::epsilon());
+  const auto excess = ((a - e).abs() - allowed).max().item<double>();
+  if (excess <= 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "max|diff| " << (a - e).abs().max().item<double>() << " beyond " << kUlps
+                                       << " float32 ulps (libtorch " << TORCH_VERSION << ")";
+}
+
 }  // namespace
 
 TEST(SchedulerParity, DpmSolverFromSd15PndmConfig) {
@@ -59,15 +76,15 @@ TEST(SchedulerParity, DpmSolverFromSd15PndmConfig) {
   ASSERT_NE(dpm, nullptr);
   EXPECT_EQ(dpm->config().timestep_spacing, "linspace");  // DPM's default, not PNDM's "leading"
   EXPECT_EQ(dpm->config().steps_offset, 1);
-  EXPECT_ALL_CLOSE(s->betas(), expected.at("betas"), 0.0);
-  EXPECT_ALL_CLOSE(s->alphas_cumprod(), expected.at("alphas_cumprod"), 0.0);
+  EXPECT_TRUE(same_schedule(s->betas(), expected.at("betas")));
+  EXPECT_TRUE(same_schedule(s->alphas_cumprod(), expected.at("alphas_cumprod")));
   EXPECT_EQ(s->init_noise_sigma(), expected.at("dpm_init_noise_sigma").item<double>());
   for (int64_t n : {25, 7}) {
     SCOPED_TRACE(n);
     torch::Tensor prev;
     run_chain(*s, inputs, n, prev);
     EXPECT_TRUE(torch::equal(s->timesteps(), expected.at(cat("dpm_timesteps_", n)))) << s->timesteps();
-    EXPECT_ALL_CLOSE(dpm->sigmas(), expected.at(cat("dpm_sigmas_", n)), 0.0);
+    EXPECT_TRUE(same_schedule(dpm->sigmas(), expected.at(cat("dpm_sigmas_", n))));
     expect_close(cat("dpm_prev_samples_", n), prev, expected.at(cat("dpm_prev_samples_", n)), kSampleTol);
   }
   // The config diffusers saved for the DPM scheduler gives the same chain.
@@ -82,7 +99,7 @@ TEST(SchedulerParity, DdimFromSd15PndmConfig) {
   auto inputs = SafeTensorsFile(dir + "/inputs.safetensors").all();
   auto expected = SafeTensorsFile(dir + "/expected.safetensors").all();
   auto s = load_scheduler("ddim", dir + "/sd15_scheduler_config.json");
-  EXPECT_ALL_CLOSE(s->alphas_cumprod(), expected.at("alphas_cumprod"), 0.0);
+  EXPECT_TRUE(same_schedule(s->alphas_cumprod(), expected.at("alphas_cumprod")));
   EXPECT_EQ(s->init_noise_sigma(), expected.at("ddim_init_noise_sigma").item<double>());
   for (int64_t n : {25, 7}) {
     SCOPED_TRACE(n);

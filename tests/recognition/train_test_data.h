@@ -107,7 +107,10 @@ inline std::vector<std::string> render_identity(uint32_t seed, int64_t identity,
     cv::Mat f;
     img.convertTo(f, CV_32FC3, light(rng));
     cv::Mat noise(112, 112, CV_32FC3);
-    cv::randn(noise, 0, 10);
+    // Its own generator: cv::randn's default (cv::theRNG()) would make the image depend on what the
+    // thread drew before.
+    cv::RNG noise_rng(rng());
+    noise_rng.fill(noise, cv::RNG::NORMAL, 0, 10);
     f += noise;
     f.convertTo(img, CV_8UC3);
     out.push_back(encode_image_rgb(img, ".jpg", 90));
