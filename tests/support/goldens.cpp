@@ -1,5 +1,7 @@
 #include "tests/support/goldens.h"
 
+#include <ftw.h>
+
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -34,13 +36,15 @@ std::string temp_dir(const std::string& tag) {
   static bool registered = false;
   if (!registered) {
     registered = true;
-    static fs::path to_remove = base;
+    static const std::string to_remove = base.string();
+    // POSIX nftw, not std::filesystem: PyTorch's pip libtorch.so exports its own copy of
+    // std::filesystem::remove_all, which crashes when called after libtorch's statics are gone.
     std::atexit([] {
       const char* keep = std::getenv("IDSYNTH_KEEP_TMP");
-      if (!(keep && std::string(keep) == "1")) {
-        std::error_code ec;
-        fs::remove_all(to_remove, ec);
-      }
+      if (keep && std::string(keep) == "1") return;
+      ::nftw(
+          to_remove.c_str(), [](const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }, 16,
+          FTW_DEPTH | FTW_PHYS);
     });
   }
   return p.string();
