@@ -21,7 +21,7 @@ torch_dir=$(python3 -c 'import torch, os; print(os.path.join(os.path.dirname(tor
 
 log "configure (models only) against $torch_dir"
 start=$SECONDS
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DIDSYNTH_MODELS_ONLY=ON -DIDSYNTH_WERROR=OFF \
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DIDSYNTH_MODELS_ONLY=ON -DIDSYNTH_WERROR=OFF -DIDSYNTH_BUILD_TESTS=ON -DIDSYNTH_BUILD_BENCH=ON \
   -DTorch_DIR="$torch_dir" -DIDSYNTH_GTEST_SOURCE="${IDSYNTH_GTEST_SOURCE:-/usr/src/googletest}" \
   >"$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
 # -k 0: one target that fails to compile against this torch does not stop the others.
