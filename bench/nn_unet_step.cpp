@@ -119,13 +119,16 @@ std::pair<double, double> time_calls(int iters, F&& f) {
   return {first, best};
 }
 
-// Reference: a square matrix product in the given dtype (what BLAS / oneDNN reach on this machine).
+// Reference: a square matrix product in the given dtype, through the same route as the models'
+// linear layers (generator::linear: oneDNN on the CPU, cuBLAS on a GPU).
 double matmul_gflops(c10::ScalarType dtype) {
   c10::InferenceMode guard;
   const int64_t n = g_device.is_cuda() ? 8192 : 2048;
-  auto a = torch::randn({n, n}).to(g_device, dtype), b = torch::randn({n, n}).to(g_device, dtype);
-  at::mm(a, b);  // warm-up
-  auto [first, best] = time_calls(3, [&] { at::mm(a, b); });
+  torch::nn::Linear layer(torch::nn::LinearOptions(n, n).bias(false));
+  layer->to(g_device, dtype);
+  const auto x = torch::randn({n, n}).to(g_device, dtype);
+  linear(layer, x);  // warm-up
+  auto [first, best] = time_calls(3, [&] { linear(layer, x); });
   (void)first;
   return 2.0 * n * n * n / best / 1e9;
 }

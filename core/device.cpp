@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 
+#include <dlfcn.h>
+
 #include <thread>
 
 #include "core/check.h"
@@ -57,9 +59,40 @@ std::string dtype_string(c10::ScalarType type) {
   }
 }
 
+namespace {
+// OpenBLAS's control functions, looked up at run time: libtorch may be linked against any BLAS.
+struct OpenBlasControl {
+  void (*set_num_threads)(int) = nullptr;
+  int (*get_num_threads)() = nullptr;
+  int (*get_parallel)() = nullptr;  // 0 sequential, 1 pthreads, 2 OpenMP
+  OpenBlasControl() {
+    set_num_threads = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+    get_num_threads = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+    get_parallel = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_parallel"));
+  }
+  bool present() const { return set_num_threads && get_num_threads && get_parallel; }
+};
+const OpenBlasControl& openblas() {
+  static const OpenBlasControl control;
+  return control;
+}
+}  // namespace
+
+BlasThreading blas_threading() {
+  const auto& ob = openblas();
+  if (!ob.present() || ob.get_parallel() == 2) return BlasThreading::kSharesOpenMP;
+  return ob.get_num_threads() > 1 ? BlasThreading::kOwnPool : BlasThreading::kSingleThreaded;
+}
+
+void make_blas_single_threaded() {
+  const auto& ob = openblas();
+  if (ob.present() && ob.get_parallel() != 2) ob.set_num_threads(1);
+}
+
 int configure_threads(int n) {
   if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(n);
+  make_blas_single_threaded();
   return n;
 }
 

@@ -17,7 +17,23 @@ std::vector<c10::Device> resolve_devices(const std::vector<std::string>& names, 
 c10::ScalarType parse_dtype(const std::string& text, const std::string& what = "dtype");
 std::string dtype_string(c10::ScalarType type);
 
-// Sets libtorch's intra-op threads (Debian's default is 1); n <= 0 means all cores.
+// Sets libtorch's intra-op threads (Debian's default is 1); n <= 0 means all cores. Also makes
+// OpenBLAS single-threaded (see BlasThreading): idsynth then spreads float32 products over ATen's
+// OpenMP threads itself (parallel_linear, attention tiles).
 int configure_threads(int n);
+
+// How the BLAS behind libtorch's float32 products threads. Debian's libtorch uses the system BLAS:
+// OpenBLAS's pthreads build keeps its own thread pool beside ATen's OpenMP pool. Measured on 2
+// cores, the two pools spin against each other when their calls alternate, and concurrent calls
+// from inside an OpenMP region run at half speed; with OpenBLAS at one thread, products split over
+// ATen's threads reach the full two-core rate.
+enum class BlasThreading {
+  kSharesOpenMP,    // MKL, OpenBLAS's OpenMP build, or no OpenBLAS: single-threaded inside parallel regions
+  kOwnPool,         // OpenBLAS pthreads with several threads: avoid calling it from parallel regions
+  kSingleThreaded,  // OpenBLAS at one thread: split large products over ATen's threads
+};
+BlasThreading blas_threading();
+// Sets OpenBLAS (pthreads or serial build) to one thread; no-op for other BLAS libraries.
+void make_blas_single_threaded();
 
 }  // namespace idsynth

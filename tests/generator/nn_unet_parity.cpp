@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "core/check.h"
+#include "core/device.h"
 #include "core/json.h"
 #include "core/safetensors.h"
 #include "generator/nn_blocks.h"
@@ -62,6 +63,16 @@ TEST(UNetParity, MatchesDiffusersTiny) {
   EXPECT_ALL_CLOSE(out_t500, expected.at("out_sample_t500"), kParityTol);
   std::cout << "[ measured ] out_sample max|diff| = " << test::max_abs_diff(out, expected.at("out_sample"))
             << ", out_sample_t500 max|diff| = " << test::max_abs_diff(out_t500, expected.at("out_sample_t500")) << "\n";
+
+  // The threading idsynth runs with (core/device.h configure_threads: OpenBLAS single-threaded,
+  // attention in cache tiles over 2 threads) is the same computation.
+  if (dev.is_cpu()) {
+    configure_threads(2);
+    EXPECT_NE(blas_threading(), BlasThreading::kOwnPool);
+    EXPECT_ALL_CLOSE(unet->forward(in("sample"), in("timesteps"), in("encoder_hidden_states")), expected.at("out_sample"),
+                     kParityTol);
+    at::set_num_threads(1);
+  }
 
   // The NCHW path (no channels-last) is the same computation.
   unet->set_channels_last(false);
@@ -200,4 +211,38 @@ TEST(Attention, ChunkedEqualsFullAttention) {
   EXPECT_ALL_CLOSE(by_heads, unchunked, 1e-6);
   const auto one_row = chunked_attention(q, k, v, scale, true, true, /*tile_bytes=*/1);
   EXPECT_ALL_CLOSE(one_row, unchunked, 1e-6);
+  // Cache tiles (one thread per head x row block; q scaled before the product), on 2 threads with a
+  // ragged last block, in float32 and bfloat16 with the upcast variants.
+  at::set_num_threads(2);
+  for (int64_t rows : {1, 5, 16, 37, 100}) {
+    SCOPED_TRACE(rows);
+    EXPECT_ALL_CLOSE(cache_tiled_attention(q, k, v, scale, false, false, rows), unchunked, 1e-6);
+    EXPECT_ALL_CLOSE(cache_tiled_attention(q, k, v, scale, true, true, rows), unchunked, 1e-6);
+  }
+  const auto qb = q.to(torch::kBFloat16), kb = k.to(torch::kBFloat16), vb = v.to(torch::kBFloat16);
+  for (bool upcast : {false, true}) {
+    SCOPED_TRACE(upcast);
+    const auto tiled = cache_tiled_attention(qb, kb, vb, scale, upcast, upcast, 8);
+    EXPECT_EQ(tiled.scalar_type(), torch::kBFloat16);
+    // Against float32: outputs reach ~2, where one bfloat16 ulp is 2^-6; both forms stay within 4 ulps.
+    EXPECT_ALL_CLOSE(tiled, unchunked, 0.0625);
+    EXPECT_ALL_CLOSE(chunked_attention(qb, kb, vb, scale, upcast, upcast), unchunked, 0.0625);
+  }
+}
+
+// linear(): large float32 CPU products go through oneDNN (a 1x1 convolution) or a row-split BLAS
+// product; both must equal torch::nn::Linear up to float32 summation order.
+TEST(Attention, FastLinearEqualsTorchLinear) {
+  at::set_num_threads(2);
+  torch::manual_seed(3);
+  torch::NoGradGuard no_grad;
+  for (bool bias : {true, false}) {
+    torch::nn::Linear layer(torch::nn::LinearOptions(256, 384).bias(bias));
+    const auto x = torch::randn({2, 40, 256});  // 80 rows x 256 x 384 = 7.9 MFLOP: above the split threshold
+    const auto expected = layer->forward(x);
+    const auto got = linear(layer, x);
+    EXPECT_EQ(got.sizes(), expected.sizes());
+    EXPECT_ALL_CLOSE(got, expected, 1e-5);
+    EXPECT_ALL_CLOSE(linear(layer, x.slice(1, 0, 1)), layer->forward(x.slice(1, 0, 1)), 1e-5);  // small: plain layer
+  }
 }
