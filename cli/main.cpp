@@ -25,7 +25,7 @@ const std::vector<Command>& commands() {
       {"merge", "verify a dataset's shards (size, sha256), report gaps, rebuild manifest.json", cmd_merge},
       {"export", "dataset -> insightface RecordIO (train.rec/.idx, property) or a folder per identity", cmd_export},
       {"inspect", "dataset counts, per-identity cosine statistics, a contact sheet", cmd_inspect},
-      {"eval", "evaluate: verification on .bin packs, FID, LPIPS diversity", cmd_eval},
+      {"eval", "evaluate: verification on .bin packs, ID similarity, FID, LPIPS diversity; reports comparing runs", cmd_eval},
       {"train", "train an IResNet face recogniser (ArcFace/CosFace/AdaFace) on shards or RecordIO", cmd_train},
   };
   return table;

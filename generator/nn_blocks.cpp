@@ -162,7 +162,12 @@ at::Tensor cache_tiled_attention(const at::Tensor& q, const at::Tensor& k, const
       at::Tensor s = scores.narrow(0, 0, rn), p = probs.narrow(0, 0, rn);
       at::Tensor o = out[h].narrow(0, r0, rn);
       at::mm_out(s, qs[h].narrow(0, r0, rn), kt[h]);
-      at::_softmax_out(p, s, 1, false);
+      if (prob_dtype == score_dtype) {
+        at::_softmax_out(p, s, 1, false);
+      } else {  // upcast softmax: libtorch's CPU softmax has no half-to-float form
+        p.copy_(s);
+        at::_softmax_out(p, p, 1, false);
+      }
       if (prob_dtype == out_dtype) {
         at::mm_out(o, p, vv[h]);
       } else {

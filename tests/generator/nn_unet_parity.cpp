@@ -220,13 +220,14 @@ TEST(Attention, ChunkedEqualsFullAttention) {
     EXPECT_ALL_CLOSE(cache_tiled_attention(q, k, v, scale, true, true, rows), unchunked, 1e-6);
   }
   const auto qb = q.to(torch::kBFloat16), kb = k.to(torch::kBFloat16), vb = v.to(torch::kBFloat16);
-  for (bool upcast : {false, true}) {
-    SCOPED_TRACE(upcast);
-    const auto tiled = cache_tiled_attention(qb, kb, vb, scale, upcast, upcast, 8);
+  // (scores, softmax) upcast: (no, no) as SD's UNet, (no, yes) as the VAE, (yes, yes).
+  for (auto [up_scores, up_softmax] : {std::pair{false, false}, std::pair{false, true}, std::pair{true, true}}) {
+    SCOPED_TRACE(up_softmax);
+    const auto tiled = cache_tiled_attention(qb, kb, vb, scale, up_scores, up_softmax, 8);
     EXPECT_EQ(tiled.scalar_type(), torch::kBFloat16);
     // Against float32: outputs reach ~2, where one bfloat16 ulp is 2^-6; both forms stay within 4 ulps.
     EXPECT_ALL_CLOSE(tiled, unchunked, 0.0625);
-    EXPECT_ALL_CLOSE(chunked_attention(qb, kb, vb, scale, upcast, upcast), unchunked, 0.0625);
+    EXPECT_ALL_CLOSE(chunked_attention(qb, kb, vb, scale, up_scores, up_softmax), unchunked, 0.0625);
   }
 }
 
