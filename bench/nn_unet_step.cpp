@@ -275,6 +275,10 @@ void bench_vae(const Args& args) {
     vae->to(g_device, dtype);
     const auto zz = z.to(g_device, dtype);
     auto [first, best] = time_calls(args.iters, [&] { vae->decode(zz); });
+    if (!args.profile.empty()) {
+      torch::autograd::profiler::RecordProfile profile(args.profile + ".vae." + dtype_string(dtype) + ".json");
+      vae->decode(zz);
+    }
     std::printf("vae decode %-8s %s 1x4x%ldx%ld -> %ldx%ld, threads %d: first %.3f s, best %.3f s | peak RSS %.2f GiB\n",
                 dtype_string(dtype).c_str(), g_device.str().c_str(), static_cast<long>(args.latent), static_cast<long>(args.latent),
                 static_cast<long>(args.latent * 8), static_cast<long>(args.latent * 8), at::get_num_threads(), first,
