@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/train_step_rate.h"
 #include "core/device.h"
 #include "core/image.h"
 #include "core/log.h"
@@ -112,39 +113,12 @@ int main(int argc, char** argv) {
               load_all, cores, load_one);
 
   // 2. model only: IResNet-50 + ArcFace head over 1000 classes, SGD, the trainer's step
-  torch::manual_seed(0);
-  IResNet net(IResNetConfig::from_name("r50"));
-  net->to(devices.front());
-  net->train();
-  ClassCentresOptions co;
-  co.num_classes = 1000;
-  MarginHead head(MarginLossOptions{}, co);
-  head->to(devices.front());
-  std::vector<SgdParam> params = sgd_params(*net, "backbone.", {"bn", "prelu"});
-  for (auto& p : sgd_params(*head, "head.", {"bn", "prelu"})) params.push_back(p);
-  Sgd sgd(params, 0.9, 5e-4);
-  LossScaler scaler(amp, 65536.0, 100);
-  DataParallel parallel(net, devices, amp);
-  const at::Tensor x = torch::randn({batch, 3, 112, 112});
-  const at::Tensor y = torch::randint(0, 1000, {batch}, torch::kLong);
-  auto step = [&] {
-    const MarginHeadImpl::Output out = parallel.forward(x, y, *head);
-    parallel.backward(scaler.enabled() ? out.loss * scaler.scale() : out.loss);
-    const bool finite = scaler.unscale(sgd.params());
-    if (finite) sgd.step(0.02);
-    scaler.update(finite);
-    sgd.zero_grad();
-    parallel.broadcast();
-    (void)out.loss.item<double>();  // waits for the device
-  };
-  step();  // warm-up
-  log::Stopwatch w;
-  for (int s = 0; s < steps; ++s) step();
-  const double model = static_cast<double>(batch * steps) / w.seconds();
+  const bench::TrainStepRate rate = bench::train_step_rate("r50", batch, steps, 1000, devices, amp);
+  const double model = rate.samples_per_s;
   // IResNet-50 at 112×112: ≈ 6.3 GFLOP forward per image, ≈ 3× that for a training step.
   std::printf("model (IResNet-50 train step, batch %lld on %s, %s): %.2f samples/s (%.2f s/step, ~%.0f GFLOP/s)\n",
               static_cast<long long>(batch), device_list.c_str(), amp ? "fp16 autocast" : "fp32", model,
-              w.seconds() / steps, model * 3 * 6.3);
+              rate.seconds_per_step, model * 3 * 6.3);
 
   // 3. the whole loop
   TrainConfig cfg;

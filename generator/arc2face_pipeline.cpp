@@ -251,7 +251,17 @@ torch::Tensor Arc2FacePipeline::denoise(const torch::Tensor& latents_in, const t
 
 torch::Tensor Arc2FacePipeline::decode(const torch::Tensor& latents) {
   auto z = latents / vae_->config().scaling_factor;
-  return vae_->decode(z.to(options_.dtype)).to(torch::kFloat);
+  // diffusers' StableDiffusionPipeline decodes in the model dtype (only SD-XL's pipeline honours the
+  // VAE's force_upcast); a float16 decode that overflows is redone in float32 instead of writing
+  // black images.
+  auto images = vae_->decode(z.to(options_.dtype)).to(torch::kFloat);
+  if (options_.dtype == torch::kHalf && !torch::isfinite(images).all().item<bool>()) {
+    LOG_WRN("VAE decode overflowed in float16 for a batch of ", z.size(0), " latents; decoding it again in float32");
+    vae_->to(torch::kFloat);
+    images = vae_->decode(z.to(torch::kFloat));
+    vae_->to(torch::kHalf);
+  }
+  return images;
 }
 
 torch::Tensor Arc2FacePipeline::to_uint8(const torch::Tensor& images) {

@@ -93,6 +93,10 @@ class Arc2FacePipeline {
   torch::Tensor sample_embeds(const torch::Tensor& prompt_embeds, const torch::Tensor& latents,
                               const SampleOptions& options, SampleTrace* trace = nullptr);
 
+  // Final latents [M, C, h, w] float32 -> raw VAE output [M, 3, H, W] float32 (before the
+  // (x/2+0.5).clamp). A float16 decode that overflows is redone in float32.
+  torch::Tensor decode(const torch::Tensor& latents);
+
   // round(x * 255) as uint8, as diffusers' numpy_to_pil: [M, H, W, 3] uint8.
   static torch::Tensor to_uint8(const torch::Tensor& images);
 
@@ -106,7 +110,6 @@ class Arc2FacePipeline {
   // One denoising batch: latents [b, C, h, w] float32, conditioning [b, 77, H].
   torch::Tensor denoise(const torch::Tensor& latents, const torch::Tensor& cond, const SampleOptions& options,
                         std::vector<torch::Tensor>* noise_trace, std::vector<torch::Tensor>* latent_trace);
-  torch::Tensor decode(const torch::Tensor& latents);
 
   Arc2FaceIdEncoder encoder_;
   UNet2DCondition unet_;
