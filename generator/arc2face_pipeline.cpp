@@ -206,7 +206,7 @@ torch::Tensor Arc2FacePipeline::sample_embeds(const torch::Tensor& prompt_embeds
     }
     trace->decoded = torch::cat(decoded_chunks);
   }
-  LOG_INF("sampling completed, taking ", watch.seconds(), " s (", m, " images, ", options.num_inference_steps,
+  LOG_DBG("sampling completed, taking ", watch.seconds(), " s (", m, " images, ", options.num_inference_steps,
           " steps, batch ", batch, ")");
   return torch::cat(images);
 }
