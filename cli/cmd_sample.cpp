@@ -15,10 +15,9 @@
 #include "core/image.h"
 #include "core/json.h"
 #include "core/log.h"
-#include "core/npy.h"
-#include "core/weights.h"
 #include "generator/arc2face_pipeline.h"
 #include "generator/clip_text_model.h"
+#include "generator/identity_file.h"
 
 namespace idsynth::cli {
 
@@ -35,40 +34,6 @@ struct SampleParams {
   std::string device = "cpu", dtype = "float32";
   int64_t batch_size = 0;
 };
-
-bool has_suffix(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// ID vectors [N, D] float32 from .npy, safetensors or a torch checkpoint (one tensor, or the
-// tensor named "ids"); checked and L2-normalised per row.
-at::Tensor read_ids(const std::string& path, int64_t max_width, bool& were_normalised) {
-  IDSYNTH_CHECK(file_exists(path), path, ": ID file not found");
-  at::Tensor ids;
-  if (has_suffix(path, ".npy")) {
-    ids = read_npy_matrix(path);
-  } else {
-    TensorDict d = read_weights(path);
-    IDSYNTH_CHECK(d.size() == 1 || d.contains("ids"), path, ": expected one tensor or a tensor named 'ids', found ", d.size(),
-                  " tensors");
-    ids = (d.size() == 1 ? d.items()[0].second : d.at("ids"));
-    IDSYNTH_CHECK(ids.is_floating_point(), path, ": ids: expected floating-point values, found ", ids.scalar_type());
-    ids = ids.to(at::kFloat).contiguous();
-    if (ids.dim() == 1) ids = ids.unsqueeze(0);
-  }
-  IDSYNTH_CHECK(ids.dim() == 2 && ids.size(0) > 0 && ids.size(1) > 0, path, ": ids: expected a non-empty [N, D] matrix, found ",
-                ids.sizes());
-  IDSYNTH_CHECK(ids.size(1) <= max_width, path, ": ids: expected width D <= ", max_width,
-                " (the text encoder's hidden_size), found ", ids.size(1));
-  const auto bad = at::logical_not(at::isfinite(ids)).any(1).nonzero();
-  IDSYNTH_CHECK(bad.numel() == 0, path, ": ids: row ", bad.numel() ? bad[0][0].item<int64_t>() : 0,
-                " contains NaN or Inf (", bad.numel(), " bad rows)");
-  const auto norms = ids.norm(2, 1, true);
-  IDSYNTH_CHECK(norms.min().item<double>() > 0, path, ": ids: a row is all zeros and cannot be normalised");
-  were_normalised = (norms - 1).abs().max().item<double>() <= 1e-3;
-  if (!were_normalised) LOG_WRN(path, ": ID rows were not L2-normalised; normalising them (Arc2Face expects unit vectors)");
-  return ids / norms;
-}
 
 json::Value file_record(const std::string& path) {
   json::Value r = json::Value::object();
@@ -119,7 +84,7 @@ int cmd_sample(const std::vector<std::string>& args) {
   const auto paths = generator::Arc2FaceModelPaths::resolve(p.model_dir, p.base_dir);
   const auto te_config = generator::CLIPTextConfig::from_file(paths.text_encoder_config);
   bool were_normalised = true;
-  const at::Tensor ids = read_ids(p.ids_path, te_config.hidden_size, were_normalised);
+  const at::Tensor ids = generator::read_identity_vectors(p.ids_path, te_config.hidden_size, &were_normalised);
   const int64_t n_ids = ids.size(0);
 
   // 2. models

@@ -15,8 +15,6 @@
 #include "core/file_util.h"
 #include "core/image.h"
 #include "core/log.h"
-#include "core/npy.h"
-#include "core/weights.h"
 #include "eval/report.h"
 #include "generator/dataset_export.h"
 
@@ -26,10 +24,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 cv::Mat rgb_to_bgr(const cv::Mat& rgb) {
   cv::Mat bgr;
   cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
@@ -37,30 +31,6 @@ cv::Mat rgb_to_bgr(const cv::Mat& rgb) {
 }
 
 }  // namespace
-
-at::Tensor read_identity_vectors(const std::string& path) {
-  IDSYNTH_CHECK(file_exists(path), path, ": ID file not found");
-  at::Tensor ids;
-  if (ends_with(path, ".npy")) {
-    ids = read_npy_matrix(path);
-  } else {
-    const TensorDict d = read_weights(path);
-    IDSYNTH_CHECK(d.size() == 1 || d.contains("ids"), path, ": expected one tensor or a tensor named 'ids', found ", d.size(),
-                  " tensors");
-    ids = d.size() == 1 ? d.items()[0].second : d.at("ids");
-    IDSYNTH_CHECK(ids.is_floating_point(), path, ": ids: expected floating-point values, found ", ids.scalar_type());
-    if (ids.dim() == 1) ids = ids.unsqueeze(0);
-  }
-  ids = ids.to(at::kFloat).contiguous();
-  IDSYNTH_CHECK(ids.dim() == 2 && ids.size(0) > 0 && ids.size(1) > 0, path,
-                ": ids: expected a non-empty [N, D] matrix, found ", ids.sizes());
-  const at::Tensor bad = at::logical_not(at::isfinite(ids)).any(1).nonzero();
-  IDSYNTH_CHECK(bad.numel() == 0, path, ": ids: row ", bad.numel() ? bad[0][0].item<int64_t>() : 0,
-                " contains NaN or Inf (", bad.numel(), " bad rows)");
-  const at::Tensor norms = ids.norm(2, 1, true);
-  IDSYNTH_CHECK(norms.min().item<double>() > 0, path, ": ids: a row is all zeros: expected identity vectors");
-  return ids / norms;
-}
 
 std::vector<SampleImage> list_sample_images(const std::string& dir) {
   IDSYNTH_CHECK(fs::is_directory(dir), dir, ": --images: expected a folder of {identity:05d}_{image:03d}.png files, found ",

@@ -20,13 +20,13 @@
 #include <vector>
 
 #include "core/json.h"
+#include "generator/identity_file.h"
 #include "recognition/face_embedder.h"
 
 namespace idsynth::eval {
 
-// Identity vectors [N, D] float32 from .npy or safetensors / torch checkpoint (one tensor, or the
-// tensor named "ids"); finite, non-zero rows, L2-normalised here. Errors name the file and the row.
-at::Tensor read_identity_vectors(const std::string& path);
+// The target identities: the same reader as `idsynth sample` (generator/identity_file.h).
+using generator::read_identity_vectors;
 
 struct SampleImage {
   int64_t identity = 0;
