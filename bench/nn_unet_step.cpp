@@ -249,9 +249,14 @@ void bench_image(const Args& args) {
     std::printf("image      %-8s %s: pipeline built in %.1f s\n", dtype_string(dtype).c_str(), g_device.str().c_str(),
                 build.seconds());
     auto [first, best] = time_calls(args.iters, [&] { pipe.sample(id, latents, sample); });
-    std::printf("image      %-8s %s %ldx%ld, %ld steps, guidance on, threads %d: first %.2f s, best %.2f s", 
+    // Counting the UNet's guided evaluations alone (the VAE decode and the encoder come on top).
+    const double unet_flop = kUNetFlopPerSample * 2 * static_cast<double>(args.steps) *
+                             static_cast<double>(args.latent * args.latent) / (64.0 * 64.0);
+    std::printf("image      %-8s %s %ldx%ld, %ld steps, guidance on, threads %d: first %.2f s, best %.2f s -> %.0f GFLOP/s "
+                "counting the UNet alone",
                 dtype_string(dtype).c_str(), g_device.str().c_str(), static_cast<long>(args.latent * 8),
-                static_cast<long>(args.latent * 8), static_cast<long>(args.steps), at::get_num_threads(), first, best);
+                static_cast<long>(args.latent * 8), static_cast<long>(args.steps), at::get_num_threads(), first, best,
+                unet_flop / best / 1e9);
     if (!g_device.is_cuda() && args.latent == 64) {
       const double diffusers = (dtype == at::kBFloat16 ? kDiffusersStepBf16 : kDiffusersStepFp32) * static_cast<double>(args.steps);
       std::printf(" (diffusers' UNet steps alone: %.0f s, %.2fx)", diffusers, diffusers / best);
