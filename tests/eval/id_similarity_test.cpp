@@ -265,13 +265,7 @@ TEST(IdSimilarity, DatasetShardsWithStoredVectorsAndCrops) {
 TEST(IdSimilarity, RealFacesAgainstGoldenEmbeddings) {
   IDSYNTH_REQUIRE_GOLDEN(aligned, "realfaces/aligned");
   IDSYNTH_REQUIRE_GOLDEN(emb_path, "realfaces/embeddings.safetensors");
-  const char* env = std::getenv("IDSYNTH_TEST_MODELS");
-  const std::string model = (env ? std::string(env) : std::string(IDSYNTH_SOURCE_DIR) + "/.test-data") +
-                            "/faceplugin/package/model/fr_feature.onnx";
-  if (!file_exists(model)) {
-    if (std::getenv("IDSYNTH_REQUIRE_TEST_MODELS")) FAIL() << model << " not found and IDSYNTH_REQUIRE_TEST_MODELS is set";
-    GTEST_SKIP() << model << " not found (run scripts/fetch-test-models.sh)";
-  }
+  IDSYNTH_REQUIRE_TEST_RECOGNIZER(model);
   at::set_num_threads(1);  // a batch-1 graph: one thread avoids OpenMP barrier spinning
   const at::Tensor golden = SafeTensorsFile(emb_path).tensor("direct_crop").to(at::kDouble);  // [25, 512] raw
   const int64_t n = golden.size(0);

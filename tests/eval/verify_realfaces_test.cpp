@@ -19,20 +19,10 @@
 namespace idsynth::eval {
 namespace {
 
-std::string test_model_path() {
-  const char* env = std::getenv("IDSYNTH_TEST_MODELS");
-  const std::string root = env ? env : std::string(IDSYNTH_SOURCE_DIR) + "/.test-data";
-  return root + "/faceplugin/package/model/fr_feature.onnx";
-}
-
 TEST(VerifyRealFaces, OnnxRecognizerReproducesExpectedJson) {
   IDSYNTH_REQUIRE_GOLDEN(bin_path, "realfaces/pairs.bin");
   IDSYNTH_REQUIRE_GOLDEN(expected_path, "realfaces/expected.json");
-  const std::string model = test_model_path();
-  if (!file_exists(model)) {
-    if (std::getenv("IDSYNTH_REQUIRE_TEST_MODELS")) FAIL() << model << " not found and IDSYNTH_REQUIRE_TEST_MODELS is set";
-    GTEST_SKIP() << model << " not found (run scripts/fetch-test-models.sh)";
-  }
+  IDSYNTH_REQUIRE_TEST_RECOGNIZER(model);
   // A small network run image by image (its graph has batch 1): one thread avoids OpenMP barrier spinning.
   at::set_num_threads(1);
   const json::Value expected = json::parse_file(expected_path);

@@ -17,21 +17,6 @@
 namespace idsynth::recognition {
 namespace {
 
-// fr_feature.onnx from $IDSYNTH_TEST_MODELS or <repo>/.test-data; empty when absent.
-std::string test_model() {
-  const char* env = std::getenv("IDSYNTH_TEST_MODELS");
-  const std::string root = env && *env ? env : std::string(IDSYNTH_SOURCE_DIR) + "/.test-data";
-  const std::string path = root + "/faceplugin/package/model/fr_feature.onnx";
-  return std::ifstream(path).good() ? path : std::string();
-}
-
-#define REQUIRE_TEST_MODEL(var)                                                                     \
-  const std::string var = test_model();                                                             \
-  if (var.empty()) {                                                                                \
-    if (std::getenv("IDSYNTH_REQUIRE_TEST_MODELS")) FAIL() << "fr_feature.onnx not found";          \
-    GTEST_SKIP() << "fr_feature.onnx not found: run scripts/fetch-test-models.sh";                  \
-  }
-
 std::vector<std::string> photo_names(const SafeTensorsFile& f) {
   std::vector<std::string> names;
   std::stringstream ss(f.metadata().at("photos"));
@@ -42,7 +27,7 @@ std::vector<std::string> photo_names(const SafeTensorsFile& f) {
 
 TEST(RealFaces, AlignAndEmbedMatchReference) {
   IDSYNTH_REQUIRE_GOLDEN(dir, "realfaces");
-  REQUIRE_TEST_MODEL(model);
+  IDSYNTH_REQUIRE_TEST_RECOGNIZER(model);
   at::set_num_threads(2);
   auto rec = std::make_shared<const Recognizer>(model, torch::kCPU);
   EXPECT_EQ(rec->norm().mean, 127.5f);  // fr_feature starts with Conv/PRelu: insightface's 127.5/127.5
@@ -126,7 +111,7 @@ TEST(RealFaces, AlignAndEmbedMatchReference) {
 TEST(FaceEmbedder, BadImagesAreReportedAndTheBatchGoesOn) {
   IDSYNTH_REQUIRE_GOLDEN(onnx_dir, "onnx");
   IDSYNTH_REQUIRE_GOLDEN(photo, "realfaces/photos/img12.jpg");
-  REQUIRE_TEST_MODEL(model);
+  IDSYNTH_REQUIRE_TEST_RECOGNIZER(model);
   at::set_num_threads(2);
   // The golden SCRFD-structured detector finds "faces" on the photo and nothing on a black image.
   auto det = std::make_shared<const ScrfdDetector>(onnx_dir + "/scrfd_decode.onnx", torch::kCPU);

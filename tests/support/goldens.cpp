@@ -27,6 +27,19 @@ bool goldens_required() {
   return env && std::string(env) == "1";
 }
 
+std::string test_recognizer_path() {
+  const char* env = std::getenv("IDSYNTH_TEST_MODELS");
+  const std::string root = env && *env ? env : std::string(IDSYNTH_SOURCE_DIR_FOR_SUPPORT) + "/.test-data";
+  const fs::path path = fs::path(root) / "faceplugin/package/model/fr_feature.onnx";
+  std::error_code ec;
+  return fs::is_regular_file(path, ec) ? path.string() : std::string();
+}
+
+bool test_models_required() {
+  const char* env = std::getenv("IDSYNTH_REQUIRE_TEST_MODELS");
+  return env && *env && std::string(env) != "0";
+}
+
 std::string temp_dir(const std::string& tag) {
   static int counter = 0;
   fs::path base = fs::temp_directory_path() / ("idsynth-test-" + std::to_string(::getpid()));

@@ -16,6 +16,11 @@ std::string golden_path(const std::string& relative);
 bool goldens_required();
 // A fresh empty temporary directory for one test (removed at exit unless IDSYNTH_KEEP_TMP=1).
 std::string temp_dir(const std::string& tag);
+// The real pretrained recogniser that scripts/fetch-test-models.sh fetches (faceplugin
+// fr_feature.onnx) under $IDSYNTH_TEST_MODELS or <source>/.test-data; empty when absent.
+std::string test_recognizer_path();
+// IDSYNTH_REQUIRE_TEST_MODELS set (as .ci/run does): a missing test model is a failure.
+bool test_models_required();
 // /usr/bin/python3 with torch importable, for tests that cross-check against real torch.save files.
 std::string python_with_torch();
 
@@ -31,4 +36,15 @@ std::string python_with_torch();
     } else {                                                                                         \
       GTEST_SKIP() << "golden '" << (relative) << "' not found (set IDSYNTH_GOLDENS to ../shared/goldens)"; \
     }                                                                                                \
+  }
+
+// Declares `std::string var` = the test recogniser's path, or skips/fails the test when it is missing.
+#define IDSYNTH_REQUIRE_TEST_RECOGNIZER(var)                                                    \
+  const std::string var = ::idsynth::test::test_recognizer_path();                             \
+  if (var.empty()) {                                                                           \
+    if (::idsynth::test::test_models_required()) {                                             \
+      FAIL() << "fr_feature.onnx not found and IDSYNTH_REQUIRE_TEST_MODELS is set";            \
+    } else {                                                                                   \
+      GTEST_SKIP() << "fr_feature.onnx not found (run scripts/fetch-test-models.sh)";          \
+    }                                                                                          \
   }
