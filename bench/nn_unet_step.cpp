@@ -207,7 +207,8 @@ void bench_attention(const Args& args) {
     std::vector<int64_t> sweep = args.rows > 0 ? std::vector<int64_t>{args.rows} : std::vector<int64_t>{16, 32, 64, 128, 256};
     for (int64_t rows : sweep) {
       at::Tensor out;
-      auto [first, best] = time_calls(args.iters, [&] { out = cache_tiled_attention(q, k, v, scale, false, false, rows); });
+      const int64_t tile_bytes = rows * tokens * static_cast<int64_t>(c10::elementSize(dtype));
+      auto [first, best] = time_calls(args.iters, [&] { out = cache_tiled_attention(q, k, v, scale, false, false, tile_bytes); });
       (void)first;
       const double diff = (out.to(at::kFloat) - ref.to(at::kFloat)).abs().max().item<double>();
       std::printf("attention %-8s cache tiles of %3ld rows: %.3f s (%.2fx the reference), max|diff| %.2g\n",

@@ -1,5 +1,6 @@
 #include "core/device.h"
 
+#include <ATen/Context.h>
 #include <ATen/Parallel.h>
 #include <torch/cuda.h>
 
@@ -92,7 +93,7 @@ void make_blas_single_threaded() {
 int configure_threads(int n) {
   if (n <= 0) n = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   at::set_num_threads(n);
-  make_blas_single_threaded();
+  if (at::hasMKLDNN()) make_blas_single_threaded();
   return n;
 }
 

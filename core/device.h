@@ -17,9 +17,9 @@ std::vector<c10::Device> resolve_devices(const std::vector<std::string>& names, 
 c10::ScalarType parse_dtype(const std::string& text, const std::string& what = "dtype");
 std::string dtype_string(c10::ScalarType type);
 
-// Sets libtorch's intra-op threads (Debian's default is 1); n <= 0 means all cores. Also makes
-// OpenBLAS single-threaded (see BlasThreading): idsynth then spreads float32 products over ATen's
-// OpenMP threads itself (parallel_linear, attention tiles).
+// Sets libtorch's intra-op threads (Debian's default is 1); n <= 0 means all cores. With oneDNN in
+// libtorch it also makes OpenBLAS single-threaded (see BlasThreading): the large float32 products
+// then run on oneDNN (generator::linear) or in per-thread attention tiles, on ATen's OpenMP threads.
 int configure_threads(int n);
 
 // How the BLAS behind libtorch's float32 products threads. Debian's libtorch uses the system BLAS:
@@ -30,7 +30,7 @@ int configure_threads(int n);
 enum class BlasThreading {
   kSharesOpenMP,    // MKL, OpenBLAS's OpenMP build, or no OpenBLAS: single-threaded inside parallel regions
   kOwnPool,         // OpenBLAS pthreads with several threads: avoid calling it from parallel regions
-  kSingleThreaded,  // OpenBLAS at one thread: split large products over ATen's threads
+  kSingleThreaded,  // OpenBLAS at one thread: safe to call from inside parallel regions
 };
 BlasThreading blas_threading();
 // Sets OpenBLAS (pthreads or serial build) to one thread; no-op for other BLAS libraries.

@@ -48,38 +48,19 @@ at::Tensor linear(const torch::nn::Linear& layer, const at::Tensor& x) {
   // products already go through oneDNN in libtorch.
   const bool large = rows >= 2 * at::get_num_threads() && rows * in * out_features >= (int64_t{1} << 21);
   const bool inference = !(at::GradMode::is_enabled() && (w.requires_grad() || x.requires_grad()));
-  if (!large || !inference || !x.device().is_cpu() || x.scalar_type() != at::kFloat || at::in_parallel_region())
+  if (!large || !inference || !x.device().is_cpu() || x.scalar_type() != at::kFloat || at::in_parallel_region() ||
+      !at::hasMKLDNN())
     return layer.ptr()->forward(x);
   const at::Tensor x2 = x.reshape({rows, in}).contiguous();
   auto sizes = x.sizes().vec();
   sizes.back() = out_features;
-  if (at::hasMKLDNN()) {
-    // The product as a 1x1 convolution over a channels-last [1, in, 1, rows] view of x: oneDNN's
-    // kernels reach ~2x the rate of OpenBLAS for these shapes on this CPU (146-212 vs 83-96 GFLOP/s
-    // on 2 cores for SD-1.5's projections), and the output is [rows, out] in memory.
-    const at::Tensor x4 = x2.as_strided({1, in, 1, rows}, {rows * in, 1, rows * in, in});
-    const at::Tensor w4 = w.view({out_features, in, 1, 1}).contiguous(at::MemoryFormat::ChannelsLast);
-    const at::Tensor y = at::conv2d(x4, w4, bias);  // [1, out, 1, rows], channels-last
-    return y.permute({0, 2, 3, 1}).reshape(sizes);
-  }
-  if (blas_threading() != BlasThreading::kSingleThreaded) return layer.ptr()->forward(x);
-  // Ref: torch.nn.functional.linear = addmm(bias, x, weight^T), split by rows over ATen's threads;
-  // each block is the same single-threaded product as the whole would be.
-  const at::Tensor wt = w.t();
-  at::Tensor out = at::empty({rows, out_features}, x.options());
-  const int64_t blocks = std::min<int64_t>(rows, 4 * at::get_num_threads()), block_rows = (rows + blocks - 1) / blocks;
-  at::parallel_for(0, (rows + block_rows - 1) / block_rows, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t blk = begin; blk < end; ++blk) {
-      const int64_t r0 = blk * block_rows, rn = std::min(block_rows, rows - r0);
-      at::Tensor o = out.narrow(0, r0, rn);
-      if (bias.defined()) {
-        at::addmm_out(o, bias, x2.narrow(0, r0, rn), wt);
-      } else {
-        at::mm_out(o, x2.narrow(0, r0, rn), wt);
-      }
-    }
-  });
-  return out.view(sizes);
+  // The product as a 1x1 convolution over a channels-last [1, in, 1, rows] view of x: oneDNN's
+  // kernels reach ~2x the rate of OpenBLAS for these shapes on this CPU (146-212 vs 83-134 GFLOP/s
+  // on 2 cores for SD-1.5's projections), and the output is [rows, out] in memory.
+  const at::Tensor x4 = x2.as_strided({1, in, 1, rows}, {rows * in, 1, rows * in, in});
+  const at::Tensor w4 = w.view({out_features, in, 1, 1}).contiguous(at::MemoryFormat::ChannelsLast);
+  const at::Tensor y = at::conv2d(x4, w4, bias);  // [1, out, 1, rows], channels-last
+  return y.permute({0, 2, 3, 1}).reshape(sizes);
 }
 
 void set_conv_weight_format(torch::nn::Module& module, at::MemoryFormat format) {
@@ -137,7 +118,7 @@ at::Tensor chunked_attention(const at::Tensor& q, const at::Tensor& k, const at:
 }
 
 at::Tensor cache_tiled_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
-                                 bool upcast_scores, bool upcast_softmax, int64_t rows_per_tile) {
+                                 bool upcast_scores, bool upcast_softmax, int64_t tile_bytes) {
   // Ref: attention_processor.py Attention.get_attention_scores + AttnProcessor.__call__
   const auto out_dtype = q.scalar_type();
   const auto score_dtype = upcast_scores ? at::kFloat : out_dtype;
@@ -149,7 +130,8 @@ at::Tensor cache_tiled_attention(const at::Tensor& q, const at::Tensor& k, const
   const at::Tensor kt = (upcast_scores ? k.to(at::kFloat) : k).transpose(1, 2).contiguous();  // [BH, d, Nk]
   const at::Tensor vv = v.contiguous();
   const int64_t bh = q.size(0), nq = q.size(1), nk = k.size(1), dv = v.size(2);
-  const int64_t rows = std::clamp<int64_t>(rows_per_tile, 1, std::max<int64_t>(nq, 1));
+  const int64_t score_bytes = static_cast<int64_t>(c10::elementSize(prob_dtype == at::kFloat ? at::kFloat : score_dtype));
+  const int64_t rows = std::clamp<int64_t>(tile_bytes / std::max<int64_t>(1, nk * score_bytes), 1, std::max<int64_t>(nq, 1));
   const int64_t row_blocks = (nq + rows - 1) / rows;
   at::Tensor out = at::empty({bh, nq, dv}, v.options().dtype(out_dtype));
   // One tile = one head x `rows` query rows, done start to finish by one thread: its scores stay in
@@ -235,8 +217,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& hidden_states, const at::Ten
 #endif
   if (!o.defined() && q.device().is_cpu() && at::get_num_threads() > 1 && !at::in_parallel_region() &&
       blas_threading() != BlasThreading::kOwnPool) {
-    const int64_t rows = std::max<int64_t>(16, kAttentionCacheTileBytes / std::max<int64_t>(1, nk * 4));
-    o = cache_tiled_attention(q, k, v, scale_, options_.upcast_attention, options_.upcast_softmax, rows);
+    o = cache_tiled_attention(q, k, v, scale_, options_.upcast_attention, options_.upcast_softmax);
   }
   if (!o.defined()) o = chunked_attention(q, k, v, scale_, options_.upcast_attention, options_.upcast_softmax);
   q.reset(), k.reset(), v.reset();

@@ -29,8 +29,8 @@ at::Tensor apply_activation(const std::string& name, const at::Tensor& x);
 // In place where libtorch has the in-place form (x must be a fresh tensor the caller owns).
 at::Tensor apply_activation_(const std::string& name, at::Tensor x);
 
-// layer(x), with large float32 CPU products split by rows over ATen's threads when the BLAS is
-// single-threaded (core/device.h BlasThreading); otherwise exactly layer(x).
+// layer(x); large float32 CPU products (inference) go through oneDNN as a 1x1 convolution, which
+// libtorch 1.x would otherwise hand to the BLAS.
 at::Tensor linear(const torch::nn::Linear& layer, const at::Tensor& x);
 
 // Gives every 4-D (convolution) weight of `module` the memory format `format`, so that channels-last
@@ -54,14 +54,15 @@ at::Tensor chunked_attention(const at::Tensor& q, const at::Tensor& k, const at:
                              bool upcast_scores = false, bool upcast_softmax = false,
                              int64_t tile_bytes = kAttentionTileBytes);
 
-// The same computation with one thread per tile of one head x `rows_per_tile` query rows, sized for
-// the cache (256 rows x 4096 keys x 4 bytes = 4 MiB); q is scaled before the product. Used on the
+// The same computation with one thread per tile of one head x as many query rows as fit
+// `tile_bytes` of scores (4 MiB: 256 rows x 4096 keys in float32); q is scaled before the product. Used on the
 // CPU when the BLAS runs single-threaded inside parallel regions (core/device.h BlasThreading): on
 // 2 cores it is 1.8x (float32) and 2.5x (bfloat16) faster than chunked_attention for SD-1.5's
 // 4096-token self-attention (bench_nn_unet_step --what attn).
 constexpr int64_t kAttentionCacheTileBytes = int64_t{4} << 20;
 at::Tensor cache_tiled_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double scale,
-                                 bool upcast_scores = false, bool upcast_softmax = false, int64_t rows_per_tile = 64);
+                                 bool upcast_scores = false, bool upcast_softmax = false,
+                                 int64_t tile_bytes = kAttentionCacheTileBytes);
 
 // How chunked_attention splits the work: `heads` of the BH matrices and `rows` query rows per tile.
 struct AttentionTiling {

@@ -214,16 +214,16 @@ TEST(Attention, ChunkedEqualsFullAttention) {
   // Cache tiles (one thread per head x row block; q scaled before the product), on 2 threads with a
   // ragged last block, in float32 and bfloat16 with the upcast variants.
   at::set_num_threads(2);
-  for (int64_t rows : {1, 5, 16, 37, 100}) {
+  for (int64_t rows : {1, 5, 16, 37, 100}) {  // tiles of `rows` query rows of 29 float32 scores
     SCOPED_TRACE(rows);
-    EXPECT_ALL_CLOSE(cache_tiled_attention(q, k, v, scale, false, false, rows), unchunked, 1e-6);
-    EXPECT_ALL_CLOSE(cache_tiled_attention(q, k, v, scale, true, true, rows), unchunked, 1e-6);
+    EXPECT_ALL_CLOSE(cache_tiled_attention(q, k, v, scale, false, false, rows * 29 * 4), unchunked, 1e-6);
+    EXPECT_ALL_CLOSE(cache_tiled_attention(q, k, v, scale, true, true, rows * 29 * 4), unchunked, 1e-6);
   }
   const auto qb = q.to(torch::kBFloat16), kb = k.to(torch::kBFloat16), vb = v.to(torch::kBFloat16);
   // (scores, softmax) upcast: (no, no) as SD's UNet, (no, yes) as the VAE, (yes, yes).
   for (auto [up_scores, up_softmax] : {std::pair{false, false}, std::pair{false, true}, std::pair{true, true}}) {
     SCOPED_TRACE(up_softmax);
-    const auto tiled = cache_tiled_attention(qb, kb, vb, scale, up_scores, up_softmax, 8);
+    const auto tiled = cache_tiled_attention(qb, kb, vb, scale, up_scores, up_softmax, 8 * 29 * 4);
     EXPECT_EQ(tiled.scalar_type(), torch::kBFloat16);
     // Against float32: outputs reach ~2, where one bfloat16 ulp is 2^-6; both forms stay within 4 ulps.
     EXPECT_ALL_CLOSE(tiled, unchunked, 0.0625);
