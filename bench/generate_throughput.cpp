@@ -12,11 +12,11 @@
 #include <filesystem>
 #include <string>
 
-#include "core/app_config.h"
+#include "dataset/generate_config.h"
 #include "core/device.h"
 #include "generator/arc2face_pipeline.h"
-#include "generator/dataset_generator.h"
-#include "generator/dataset_plan.h"
+#include "dataset/generate.h"
+#include "dataset/plan.h"
 #include "generator/model_init.h"
 
 using namespace idsynth;
@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
   mo.with_recognizer = true;
   generator::write_random_model((root / "model").string(), mo);
 
-  AppConfig cfg;
+  dataset::GenerateConfig cfg;
   cfg.model.dir = (root / "model").string();
   cfg.model.recognizer = (root / "model" / "recognizer.safetensors").string();
   cfg.generation.steps = steps;
@@ -54,9 +54,9 @@ int main(int argc, char** argv) {
   for (const int workers : {1, 2}) {
     cfg.output.dir = (root / ("out" + std::to_string(workers))).string();
     cfg.generation.devices = std::vector<std::string>(static_cast<size_t>(workers), "cpu");
-    generator::GenerateOptions go;
+    dataset::GenerateOptions go;
     go.progress = false;
-    const auto s = generator::generate_dataset(cfg, go);
+    const auto s = dataset::generate_dataset(cfg, go);
     std::printf("  generate, %d CPU worker(s):   %7.2f images/s  (UNet busy %3.0f%% of worker time; load %.1f s)\n", workers,
                 static_cast<double>(s.draws) / s.seconds, 100.0 * s.unet_busy(), s.load_seconds);
   }

@@ -34,9 +34,9 @@ inline TrainStepRate train_step_rate(const std::string& arch, int64_t batch, int
   co.num_classes = classes;
   MarginHead head(MarginLossOptions{}, co);
   head->to(devices.front());
-  std::vector<SgdParam> params = sgd_params(*net, "backbone.", {"bn", "prelu"});
-  for (auto& p : sgd_params(*head, "head.", {"bn", "prelu"})) params.push_back(p);
-  Sgd sgd(params, 0.9, 5e-4);
+  torch::optim::SGD sgd = make_sgd({net.get(), head.get()}, {"bn", "prelu"}, 0.9, 5e-4);
+  set_lr(sgd, 0.02);
+  const std::vector<at::Tensor> params = optimizer_params(sgd);
   LossScaler scaler(amp, 65536.0, 100);
   DataParallel parallel(net, devices, amp);
   const at::Tensor x = torch::randn({batch, 3, 112, 112}).to(devices.front());
@@ -44,10 +44,10 @@ inline TrainStepRate train_step_rate(const std::string& arch, int64_t batch, int
   auto step = [&] {
     const MarginHeadImpl::Output out = parallel.forward(x, y, *head);
     parallel.backward(scaler.enabled() ? out.loss * scaler.scale() : out.loss);
-    const bool finite = scaler.unscale(sgd.params());
-    if (finite) sgd.step(0.02);
+    const bool finite = scaler.unscale(params);
+    if (finite) sgd.step();
     scaler.update(finite);
-    sgd.zero_grad();
+    set_grads_to_none(sgd);
     parallel.broadcast();
     (void)out.loss.item<double>();  // waits for the device
   };

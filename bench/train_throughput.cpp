@@ -24,11 +24,12 @@
 
 #include "bench/train_step_rate.h"
 #include "core/device.h"
-#include "core/image.h"
+#include "formats/image.h"
 #include "core/log.h"
 #include "recognition/iresnet.h"
 #include "recognition/margin_losses.h"
 #include "recognition/train_data.h"
+#include "formats/recordio.h"
 #include "recognition/train_optim.h"
 #include "recognition/train_parallel.h"
 #include "recognition/trainer.h"
@@ -52,11 +53,11 @@ std::string write_images(const std::string& dir, int n, int classes) {
     cv::Mat noise(112, 112, CV_8UC3);
     cv::randu(noise, 0, 40);
     img += noise;
-    jpegs.push_back(encode_image_rgb(img, ".jpg", 95));
+    jpegs.push_back(formats::encode_image_rgb(img, ".jpg", 95));
     labels.push_back(i % classes);
   }
   fs::create_directories(dir);
-  write_recordio(dir + "/train.rec", dir + "/train.idx", jpegs, labels);
+  formats::write_recordio(dir + "/train.rec", dir + "/train.idx", jpegs, labels);
   return dir;
 }
 

@@ -3,7 +3,7 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
-#include "core/app_config.h"
+#include "dataset/generate_config.h"
 
 namespace idsynth::cli {
 
@@ -18,12 +18,12 @@ int cmd_config(const std::vector<std::string>& args) {
                            opts, args);
   if (parsed.help) return kExitOk;
   if (parsed.vars["defaults"].as<bool>()) {
-    std::cout << config::to_yaml(AppConfig{}, /*with_docs=*/true);
+    std::cout << config::to_yaml(dataset::GenerateConfig{}, /*with_docs=*/true);
     return kExitOk;
   }
   std::vector<std::string> overrides;
   if (parsed.vars.count("set")) overrides = parsed.vars["set"].as<std::vector<std::string>>();
-  const auto cfg = config::load<AppConfig>(parsed.vars["config"].as<std::string>(), overrides);
+  const auto cfg = config::load<dataset::GenerateConfig>(parsed.vars["config"].as<std::string>(), overrides);
   std::cout << config::to_yaml(cfg);
   return kExitOk;
 }

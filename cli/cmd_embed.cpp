@@ -25,7 +25,7 @@ namespace fs = std::filesystem;
 using recognition::Landmarks5;
 
 struct EmbedOptions {
-  std::string recognizer, detector, landmarks, out, device = "cpu", dtype = "fp32";
+  std::string recognizer, detector, landmarks, out;
   bool aligned = false;
   bool per_image = false;
   int det_size = 640;
@@ -96,8 +96,9 @@ std::map<std::string, Landmarks5> read_landmarks(const std::string& path) {
 int cmd_embed(const std::vector<std::string>& args) {
   EmbedOptions o;
   po::options_description opts("options");
-  opts.add_options()("recognizer", po::value<std::string>(&o.recognizer)->required(),
-                     "recogniser: ArcFace ONNX (arcface.onnx, glintr100.onnx, ...) or IResNet weights (safetensors, .pth)")(
+  SharedOptions shared;
+  shared.recognizer(/*required=*/true).device("the detector and the recogniser").dtype("the recogniser");
+  opts.add_options()(
       "detector", po::value<std::string>(&o.detector), "SCRFD ONNX detector (scrfd_10g_bnkps.onnx): detect, take the largest face")(
       "landmarks", po::value<std::string>(&o.landmarks), "JSON with 5 points per image instead of a detector")(
       "aligned", po::bool_switch(&o.aligned), "images are aligned crops (112x112; other sizes are resized, e.g. Arc2Face 512x512)")(
@@ -105,8 +106,6 @@ int cmd_embed(const std::vector<std::string>& args) {
       "per-image", po::bool_switch(&o.per_image), "one vector per image also inside folders (default: one averaged vector per folder)")(
       "det-size", po::value<int>(&o.det_size)->default_value(o.det_size), "SCRFD letterbox size (multiple of 32)")(
       "batch", po::value<int>(&o.batch)->default_value(o.batch), "images read and embedded per step")(
-      "device", po::value<std::string>(&o.device)->default_value(o.device), "cpu or cuda[:N]")(
-      "dtype", po::value<std::string>(&o.dtype)->default_value(o.dtype), "fp32, fp16 (GPU) or bf16")(
       "images", po::value<std::vector<std::string>>(&o.inputs)->required(), "image files, or folders (one person each)");
   po::positional_options_description pos;
   pos.add("images", -1);
@@ -116,16 +115,17 @@ int cmd_embed(const std::vector<std::string>& args) {
       "5-point landmarks, ArcFace alignment to 112x112, the recogniser, L2 normalisation. A folder argument is one person:\n"
       "its vectors are averaged and re-normalised. Images without a face, or unreadable, are listed and skipped;\n"
       "the exit code is then 3.",
-      opts, args, &pos);
+      opts, args, &pos, &shared);
   if (parsed.help) return kExitOk;
   const int modes = !o.detector.empty() + !o.landmarks.empty() + o.aligned;
   IDSYNTH_CHECK(modes == 1, "embed: expected exactly one of --detector, --landmarks, --aligned, found ", modes);
   IDSYNTH_CHECK(o.batch >= 1, "embed: --batch: expected >= 1, found ", o.batch);
-  const c10::Device device = parse_device(o.device, "--device");
-  const c10::ScalarType dtype = parse_dtype(o.dtype, "--dtype");
+  o.recognizer = shared.recognizer_path();
+  const c10::Device device = shared.device_value();
+  const c10::ScalarType dtype = shared.dtype_value();
 
   // 1. models
-  auto recognizer = std::make_shared<const recognition::Recognizer>(o.recognizer, device, dtype);
+  std::shared_ptr<const recognition::Recognizer> recognizer = recognition::load_recognizer(o.recognizer, device, dtype);
   std::shared_ptr<const recognition::ScrfdDetector> detector;
   if (!o.detector.empty()) {
     recognition::ScrfdConfig dc;

@@ -6,8 +6,6 @@
 #include <iostream>
 
 #include <ATen/ATen.h>
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
 #include <torch/torch.h>
 
 #include "cli/commands.h"
@@ -17,13 +15,17 @@
 #include "core/file_util.h"
 #include "core/json.h"
 #include "core/log.h"
-#include "eval/bin_dataset.h"
+#include "formats/bin_pack.h"
 #include "eval/fid.h"
 #include "eval/id_similarity.h"
 #include "eval/inception_fid.h"
 #include "eval/lpips.h"
-#include "eval/recognizer.h"
+#include "eval/lpips_folder.h"
+#include "eval/metrics_file.h"
+#include "eval/pack_embeddings.h"
+#include "recognition/recognizer.h"
 #include "eval/report.h"
+#include "dataset/export.h"
 #include "eval/verification.h"
 #include "recognition/face_embedder.h"
 
@@ -33,18 +35,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-json::Value numbers(const std::vector<double>& v) {
-  json::Value a = json::Value::array();
-  for (double x : v) a.push_back(x);
-  return a;
-}
-
-std::string far_key(double far) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.0e", far);  // "1e-03"
-  return buf;
-}
-
 // metrics.json plus report.html and summary.md in the --out folder.
 void write_metrics(const std::string& out_dir, const json::Value& metrics, const std::string& title) {
   if (out_dir.empty()) return;
@@ -52,53 +42,34 @@ void write_metrics(const std::string& out_dir, const json::Value& metrics, const
   LOG_INF("wrote ", (fs::path(out_dir) / "metrics.json").string(), ", report.html, summary.md");
 }
 
-json::Value verification_json(const eval::VerificationResult& r, bool flip, int64_t pairs) {
-  json::Value m = json::Value::object();
-  m.set("accuracy", r.accuracy);
-  m.set("std", r.std);
-  m.set("best_thresholds", numbers(r.best_thresholds()));
-  m.set("fold_accuracies", numbers(r.fold_accuracies));
-  json::Value tar = json::Value::object();
-  for (const auto& t : r.tar_at_far) {
-    json::Value e = json::Value::object();
-    e.set("tar", t.tar);
-    e.set("far", t.far);
-    e.set("threshold", t.threshold);
-    tar.set(far_key(t.far_target), e);
-  }
-  m.set("tar_at_far", tar);
-  m.set("xnorm", r.xnorm);
-  m.set("flip", flip);
-  m.set("pairs", pairs);
-  json::Value roc = json::Value::object();
-  roc.set("thresholds", numbers(r.thresholds));
-  roc.set("tpr", numbers(r.tpr));
-  roc.set("fpr", numbers(r.fpr));
-  m.set("roc", roc);
-  return m;
-}
-
 int eval_verify(const std::vector<std::string>& args) {
   po::options_description opts("options");
-  opts.add_options()("model", po::value<std::string>()->required(), "recogniser: ONNX file or IResNet checkpoint")(
+  SharedOptions shared;
+  shared.recognizer(/*required=*/true).device("the recogniser");
+  opts.add_options()(
       "bin", po::value<std::vector<std::string>>()->multitoken()->required(), "insightface .bin packs")(
       "no-flip", po::bool_switch(), "embed the images only (default: image + mirror image, summed)")(
       "batch-size", po::value<int64_t>()->default_value(64), "images per recogniser call")(
-      "device", po::value<std::string>()->default_value("cpu"), "cpu, cuda, cuda:N")(
       "out", po::value<std::string>()->default_value(""), "folder for metrics.json (keyed by pack file stem)");
-  auto parsed = parse_args("eval verify", "--model M --bin a.bin [b.bin ...] [--no-flip] [--out DIR]",
+  auto parsed = parse_args("eval verify", "--recognizer M --bin a.bin [b.bin ...] [--no-flip] [--out DIR]",
                            "insightface 10-fold verification (arcface_torch eval/verification.py) on .bin packs:\n"
                            "accuracy mean and population std, per-fold thresholds, TAR at FAR 1e-3/1e-4, XNorm.",
-                           opts, args);
+                           opts, args, nullptr, &shared);
   if (parsed.help) return kExitOk;
   const auto& v = parsed.vars;
-  auto recognizer = eval::load_recognizer(v["model"].as<std::string>(), v["device"].as<std::string>());
+  const auto bins = v["bin"].as<std::vector<std::string>>();
+  // A pack is stored under its file stem; a stem that names another metric would be misread later.
+  for (const auto& path : bins)
+    IDSYNTH_CHECK(eval::metric_kind(fs::path(path).stem().string(), json::Value::object()) == eval::MetricKind::verification,
+                  path, ": file name: expected a stem other than the metrics.json entries idsim, fid and lpips, found '",
+                  fs::path(path).stem().string(), "'");
+  const auto recognizer = recognition::load_recognizer(shared.recognizer_path(), shared.device_value());
   eval::EmbedOptions eo;
   eo.batch_size = v["batch-size"].as<int64_t>();
   eo.flip = !v["no-flip"].as<bool>();
   json::Value metrics = json::Value::object();
-  for (const auto& path : v["bin"].as<std::vector<std::string>>()) {
-    const eval::BinPack pack = eval::read_bin(path);
+  for (const auto& path : bins) {
+    const formats::BinPack pack = formats::read_bin(path);
     const eval::PackEmbeddings emb = eval::embed_pack(*recognizer, pack, eo);
     const eval::VerificationResult r = eval::evaluate_embeddings(emb.raw, emb.raw_flip, pack.issame);
     const std::string stem = fs::path(path).stem().string();
@@ -106,11 +77,11 @@ int eval_verify(const std::vector<std::string>& args) {
                 eo.flip ? "Flip" : "NoFlip", r.accuracy, r.std);
     for (const auto& t : r.tar_at_far)
       std::printf("[%s] TAR@FAR=%s: %1.5f (threshold %.4f, achieved FAR %.2e)\n", stem.c_str(),
-                  far_key(t.far_target).c_str(), t.tar, t.threshold, t.far);
+                  eval::far_label(t.far_target).c_str(), t.tar, t.threshold, t.far);
     std::string th;
     for (double t : r.best_thresholds()) th += cat(th.empty() ? "" : " ", t);
     std::printf("[%s] best thresholds per fold: %s\n", stem.c_str(), th.c_str());
-    metrics.set(stem, verification_json(r, eo.flip, pack.num_pairs()));
+    metrics.set(stem, eval::verification_metrics(r, eo.flip, pack.num_pairs()).to_json());
   }
   write_metrics(v["out"].as<std::string>(), metrics, "idsynth eval verify");
   return kExitOk;
@@ -123,12 +94,13 @@ int eval_fid(const std::vector<std::string>& args) {
       "ref-images", po::value<std::string>(), "or: folder of reference images")(
       "inception", po::value<std::string>()->required(), "pt_inception-2015-12-05-6726825d.pth (or safetensors copy)")(
       "batch-size", po::value<int64_t>()->default_value(50), "images per Inception call")(
-      "device", po::value<std::string>()->default_value("cpu"), "cpu, cuda, cuda:N")(
       "save-stats", po::value<std::string>()->default_value(""), "also write the images' statistics to this .npz")(
       "out", po::value<std::string>()->default_value(""), "folder for metrics.json");
+  SharedOptions shared;
+  shared.device("the Inception network");
   auto parsed = parse_args("eval fid", "--images DIR (--ref-stats ref.npz | --ref-images DIR) --inception FILE",
                            "FID exactly as pytorch-fid computes it (pool3, bilinear resize to 299, float64 statistics).",
-                           opts, args);
+                           opts, args, nullptr, &shared);
   if (parsed.help) return kExitOk;
   const auto& v = parsed.vars;
   IDSYNTH_CHECK(v.count("ref-stats") + v.count("ref-images") == 1,
@@ -136,38 +108,17 @@ int eval_fid(const std::vector<std::string>& args) {
   eval::InceptionV3FID model = eval::load_inception_fid(v["inception"].as<std::string>());
   eval::FidFeatureOptions fo;
   fo.batch_size = v["batch-size"].as<int64_t>();
-  fo.device = v["device"].as<std::string>();
+  fo.device = shared.device_text();
   const eval::FidStats gen = eval::fid_stats_of_folder(model, v["images"].as<std::string>(), fo);
   if (!v["save-stats"].as<std::string>().empty()) eval::write_fid_stats(v["save-stats"].as<std::string>(), gen);
   const eval::FidStats ref = v.count("ref-stats") ? eval::read_fid_stats(v["ref-stats"].as<std::string>(), gen.dim())
                                                   : eval::fid_stats_of_folder(model, v["ref-images"].as<std::string>(), fo);
   const double fid = eval::frechet_distance(gen, ref);
   std::printf("FID: %.6f (%lld images vs %s)\n", fid, static_cast<long long>(gen.count), ref.source.c_str());
-  json::Value m = json::Value::object();
-  m.set("fid", fid);
-  m.set("images", gen.count);
-  m.set("reference", ref.source);
   json::Value metrics = json::Value::object();
-  metrics.set("fid", m);
+  metrics.set(eval::FidMetrics::kEntry, eval::FidMetrics{fid, gen.count, ref.source}.to_json());
   write_metrics(v["out"].as<std::string>(), metrics, "idsynth eval fid");
   return kExitOk;
-}
-
-// RGB images of one folder (sorted) as (K, 3, H, W) in [-1, 1], lpips' im2tensor.
-at::Tensor load_lpips_images(const std::vector<std::string>& paths) {
-  std::vector<at::Tensor> images;
-  for (const auto& p : paths) {
-    const cv::Mat bgr = cv::imread(p, cv::IMREAD_COLOR);
-    IDSYNTH_CHECK(!bgr.empty(), p, ": could not decode the image");
-    cv::Mat rgb;
-    cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
-    const at::Tensor t = at::from_blob(rgb.data, {rgb.rows, rgb.cols, 3}, at::kByte).permute({2, 0, 1}).to(at::kFloat);
-    if (!images.empty())
-      IDSYNTH_CHECK(t.sizes() == images.front().sizes(), p, ": expected ", images.front().size(2), "x",
-                    images.front().size(1), " like the other images, found ", rgb.cols, "x", rgb.rows);
-    images.push_back(t / 127.5 - 1);
-  }
-  return at::stack(images);
 }
 
 int eval_lpips(const std::vector<std::string>& args) {
@@ -178,22 +129,17 @@ int eval_lpips(const std::vector<std::string>& args) {
       "trunk", po::value<std::string>()->required(), "torchvision alexnet-owt-7be5be79.pth / vgg16-397923af.pth")(
       "lin", po::value<std::string>()->required(), "lpips v0.1 linear layers (alex.pth / vgg.pth)")(
       "batch-size", po::value<int64_t>()->default_value(16), "pairs per call")(
-      "device", po::value<std::string>()->default_value("cpu"), "cpu, cuda, cuda:N")(
       "out", po::value<std::string>()->default_value(""), "folder for metrics.json");
+  SharedOptions shared;
+  shared.device("the LPIPS network");
   auto parsed = parse_args("eval lpips", "--images DIR --trunk FILE --lin FILE [--net alex|vgg]",
                            "LPIPS diversity: mean LPIPS over all pairs of images of one identity, averaged over identities.",
-                           opts, args);
+                           opts, args, nullptr, &shared);
   if (parsed.help) return kExitOk;
   const auto& v = parsed.vars;
-  const std::string root = v["images"].as<std::string>();
-  const at::Device device = parse_device(v["device"].as<std::string>());
-  std::vector<std::string> folders;
-  for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory()) folders.push_back(e.path().string());
-  std::sort(folders.begin(), folders.end());
-  if (folders.empty()) folders.push_back(root);
-  std::vector<at::Tensor> identities;
-  for (const auto& f : folders) identities.push_back(load_lpips_images(eval::list_fid_images(f)).to(device));
+  const at::Device device = shared.device_value();
+  std::vector<at::Tensor> identities = eval::read_lpips_identities(v["images"].as<std::string>());
+  for (auto& images : identities) images = images.to(device);
   eval::Lpips model = eval::load_lpips(eval::parse_lpips_net(v["net"].as<std::string>()), v["trunk"].as<std::string>(),
                                        v["lin"].as<std::string>());
   model->to(device);
@@ -203,14 +149,8 @@ int eval_lpips(const std::vector<std::string>& args) {
           static_cast<double>(div.pairs) / std::max(sw.seconds(), 1e-9), " pairs/s)");
   std::printf("LPIPS diversity (%s): %.6f over %zu identities, %lld pairs\n", v["net"].as<std::string>().c_str(),
               div.mean, div.per_identity.size(), static_cast<long long>(div.pairs));
-  json::Value m = json::Value::object();
-  m.set("diversity", div.mean);
-  m.set("net", v["net"].as<std::string>());
-  m.set("identities", static_cast<int64_t>(div.per_identity.size()));
-  m.set("pairs", div.pairs);
-  m.set("per_identity", numbers(div.per_identity));
   json::Value metrics = json::Value::object();
-  metrics.set("lpips", m);
+  metrics.set(eval::LpipsMetrics::kEntry, eval::lpips_metrics(div, v["net"].as<std::string>()).to_json());
   write_metrics(v["out"].as<std::string>(), metrics, "idsynth eval lpips");
   return kExitOk;
 }
@@ -219,8 +159,9 @@ int eval_lpips(const std::vector<std::string>& args) {
 int eval_idsim(const std::vector<std::string>& args) {
   eval::IdSimOptions o;
   po::options_description opts("options");
-  opts.add_options()("model", po::value<std::string>()->required(),
-                     "recogniser: ArcFace ONNX or IResNet weights (safetensors, .pth), as `idsynth embed --recognizer`")(
+  SharedOptions shared;
+  shared.recognizer(/*required=*/true).device("the detector and the recogniser");
+  opts.add_options()(
       "ids", po::value<std::string>(), "target identity vectors [N, D] (.npy or safetensors; row k = identity k); "
                                        "optional with --dataset (default: the vectors stored in the shards)")(
       "images", po::value<std::string>(), "folder of {identity:05d}_{image:03d}.png files as `idsynth sample` writes")(
@@ -230,19 +171,18 @@ int eval_idsim(const std::vector<std::string>& args) {
       "there is one); detect: SCRFD (--detector), largest face, ArcFace alignment")(
       "detector", po::value<std::string>()->default_value(""), "SCRFD ONNX detector for --align detect")(
       "batch-size", po::value<int64_t>(&o.batch_size)->default_value(o.batch_size), "images per recogniser call")(
-      "device", po::value<std::string>()->default_value("cpu"), "cpu, cuda, cuda:N")(
       "bins", po::value<int64_t>(&o.bins)->default_value(o.bins), "histogram bins over [-1, 1]")(
       "grid-identities", po::value<int64_t>(&o.grid_identities)->default_value(o.grid_identities),
       "identities in the report's face grid (0..16)")(
       "grid-images", po::value<int64_t>(&o.grid_images)->default_value(o.grid_images), "images per identity in the grid (0..16)")(
       "thumb", po::value<int64_t>(&o.thumb)->default_value(o.thumb), "grid thumbnail size in pixels (16..128)")(
       "out", po::value<std::string>()->default_value(""), "folder for metrics.json (entry \"idsim\"), report.html, summary.md");
-  auto parsed = parse_args("eval idsim", "--model M (--images DIR --ids ids.npy | --dataset DIR [--ids F]) [--align fixed|detect] [--out DIR]",
+  auto parsed = parse_args("eval idsim", "--recognizer M (--images DIR --ids ids.npy | --dataset DIR [--ids F]) [--align fixed|detect] [--out DIR]",
                            "ID similarity: cosine between each target identity vector and the recogniser's embedding of each\n"
                            "generated face (the Arc2Face paper's ID-consistency number is the mean). Writes mean, std, median,\n"
                            "min/max, per-identity mean/min/max/count, a histogram and a grid of sample faces. Images without a\n"
                            "face (--align detect) are listed and skipped; the exit code is then 3.",
-                           opts, args);
+                           opts, args, nullptr, &shared);
   if (parsed.help) return kExitOk;
   const auto& v = parsed.vars;
   IDSYNTH_CHECK(v.count("images") + v.count("dataset") == 1, "eval idsim: expected exactly one of --images and --dataset");
@@ -250,11 +190,11 @@ int eval_idsim(const std::vector<std::string>& args) {
   o.check();
   // 1. targets first, so a bad ID file fails before the models load
   const std::string ids_path = v.count("ids") ? v["ids"].as<std::string>() : "";
-  const at::Tensor ids = ids_path.empty() ? at::Tensor() : eval::read_identity_vectors(ids_path);
+  const at::Tensor ids = ids_path.empty() ? at::Tensor() : formats::read_identity_vectors(ids_path);
   if (v.count("images")) eval::list_sample_images(v["images"].as<std::string>());  // an empty folder fails here
   // 2. models: the front end of `idsynth embed`
-  const c10::Device device = parse_device(v["device"].as<std::string>(), "--device");
-  auto recognizer = std::make_shared<const recognition::Recognizer>(v["model"].as<std::string>(), device);
+  const c10::Device device = shared.device_value();
+  std::shared_ptr<const recognition::Recognizer> recognizer = recognition::load_recognizer(shared.recognizer_path(), device);
   std::shared_ptr<const recognition::ScrfdDetector> detector;
   const std::string det = v["detector"].as<std::string>();
   IDSYNTH_CHECK(o.align == "detect" || det.empty(), "eval idsim: --detector is only used with --align detect");
@@ -263,18 +203,19 @@ int eval_idsim(const std::vector<std::string>& args) {
   // 3. cosines
   const eval::IdSimResult r = v.count("images")
                                   ? eval::id_similarity_of_folder(embedder, ids, ids_path, v["images"].as<std::string>(), o)
-                                  : eval::id_similarity_of_dataset(embedder, ids, ids_path, v["dataset"].as<std::string>(), o);
+                                  : eval::id_similarity_of_dataset(embedder, ids, ids_path, v["dataset"].as<std::string>(),
+                                                                  dataset::dataset_shard_count(v["dataset"].as<std::string>()), o);
   const eval::IdSimStats& s = r.stats;
   std::printf("ID similarity: mean %.6f std %.6f median %.6f min %.6f max %.6f over %lld images of %zu identities\n", s.mean,
               s.std, s.median, s.min, s.max, static_cast<long long>(s.count), s.per_identity.size());
   if (!r.failed.empty()) std::printf("%zu images gave no embedding (first: %s)\n", r.failed.size(), r.failed.front().c_str());
-  json::Value m = eval::id_similarity_json(r);
-  m.set("align", o.align);
-  m.set("model", v["model"].as<std::string>());
-  m.set("ids", ids_path.empty() ? std::string("dataset shards") : ids_path);
-  m.set("source", v.count("images") ? v["images"].as<std::string>() : v["dataset"].as<std::string>());
+  eval::IdSimMetrics m = eval::id_similarity_metrics(r);
+  m.align = o.align;
+  m.model = shared.recognizer_path();
+  m.ids = ids_path.empty() ? std::string("dataset shards") : ids_path;
+  m.source = v.count("images") ? v["images"].as<std::string>() : v["dataset"].as<std::string>();
   json::Value metrics = json::Value::object();
-  metrics.set("idsim", m);
+  metrics.set(eval::IdSimMetrics::kEntry, m.to_json());
   write_metrics(v["out"].as<std::string>(), metrics, "idsynth eval idsim");
   return r.failed.empty() ? kExitOk : kExitPartial;
 }
@@ -302,17 +243,7 @@ int eval_report(const std::vector<std::string>& args) {
                   "eval report: --run: expected NAME=DIR or DIR, found '", spec, "'");
     if (name.empty()) name = fs::path(dir).lexically_normal().filename().string();
     if (name.empty()) name = fs::path(dir).lexically_normal().parent_path().filename().string();
-    const json::Value m = eval::read_run_metrics(dir);
-    auto it = std::find_if(runs.begin(), runs.end(), [&](const eval::RunMetrics& r) { return r.name == name; });
-    if (it == runs.end()) {
-      runs.push_back({name, m});
-      continue;
-    }
-    for (const auto& [key, value] : m.as_object()) {
-      IDSYNTH_CHECK(!it->metrics.contains(key), "eval report: run ", name, ": ", dir, "/metrics.json: ", key,
-                    ": already given by an earlier folder of this run");
-      it->metrics.set(key, value);
-    }
+    eval::add_run_metrics(runs, name, dir);
   }
   const std::string out = v["out"].as<std::string>();
   eval::write_compare_reports(out, runs, v["title"].as<std::string>());

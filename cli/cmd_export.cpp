@@ -4,12 +4,12 @@
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "core/log.h"
-#include "generator/dataset_export.h"
+#include "dataset/export.h"
 
 namespace idsynth::cli {
 
 int cmd_export(const std::vector<std::string>& args) {
-  generator::ExportOptions o;
+  dataset::ExportOptions o;
   po::options_description opts("options");
   opts.add_options()("dir", po::value<std::string>()->required(), "dataset folder (output.dir)")(
       "out", po::value<std::string>()->required(), "output folder")(
@@ -23,7 +23,7 @@ int cmd_export(const std::vector<std::string>& args) {
                            "ranges, records 1..N the images (IRHeader flag 0, label = class), then one record per class.",
                            opts, args);
   if (parsed.help) return kExitOk;
-  const auto summary = generator::export_dataset(parsed.vars["dir"].as<std::string>(), parsed.vars["out"].as<std::string>(), o);
+  const auto summary = dataset::export_dataset(parsed.vars["dir"].as<std::string>(), parsed.vars["out"].as<std::string>(), o);
   std::cout << "exported " << summary.images << " images of " << summary.classes << " classes to "
             << parsed.vars["out"].as<std::string>() << " (" << o.format << ")\n";
   return kExitOk;

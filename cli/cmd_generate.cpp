@@ -4,10 +4,10 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
-#include "core/app_config.h"
+#include "dataset/generate_config.h"
 #include "core/check.h"
 #include "core/log.h"
-#include "generator/dataset_generator.h"
+#include "dataset/generate.h"
 
 namespace idsynth::cli {
 namespace {
@@ -25,7 +25,7 @@ int64_t env_int(const char* name, int64_t fallback) {
 }  // namespace
 
 int cmd_generate(const std::vector<std::string>& args) {
-  generator::GenerateOptions o;
+  dataset::GenerateOptions o;
   o.task_index = env_int("SLURM_ARRAY_TASK_ID", 0);
   o.task_count = env_int("SLURM_ARRAY_TASK_COUNT", 1);
   bool no_progress = false;
@@ -38,7 +38,8 @@ int cmd_generate(const std::vector<std::string>& args) {
       "number of tasks sharing the dataset (default: $SLURM_ARRAY_TASK_COUNT)")(
       "max-shards", po::value<int64_t>(&o.max_shards)->default_value(0),
       "stop after writing this many shards (0: all); rerun to continue")(
-      "no-progress", po::bool_switch(&no_progress), "no progress bar");
+      "no-progress", po::bool_switch(&no_progress), "no progress bar")(
+      "print-config", po::bool_switch(), "print the resolved config (defaults + file + --set) and exit");
   auto parsed = parse_args("generate", "--config FILE [--set key=value]... [--task-index K --task-count N]",
                            "Samples the identities once, then draws images_per_identity faces for each, filters them by\n"
                            "ID consistency and writes HDF5 shards atomically into output.dir (docs/formats.md). Rerunning\n"
@@ -49,11 +50,15 @@ int cmd_generate(const std::vector<std::string>& args) {
   std::vector<std::string> overrides;
   if (parsed.vars.count("set")) overrides = parsed.vars["set"].as<std::vector<std::string>>();
   const std::string config_path = parsed.vars["config"].as<std::string>();
-  const auto cfg = config::load<AppConfig>(config_path, overrides);
+  const auto cfg = config::load<dataset::GenerateConfig>(config_path, overrides);
+  if (parsed.vars["print-config"].as<bool>()) {
+    std::cout << config::to_yaml(cfg, /*with_docs=*/true);
+    return kExitOk;
+  }
   o.progress = !no_progress;
   LOG_INF("generate: config ", config_path, " -> ", cfg.output.dir);
-  const auto summary = generator::generate_dataset(cfg, o);
-  std::cout << generator::describe(summary);
+  const auto summary = dataset::generate_dataset(cfg, o);
+  std::cout << dataset::describe(summary);
   const bool task_done = summary.shards_skipped + summary.shards_generated == summary.shards_of_task;
   return task_done ? kExitOk : kExitPartial;
 }

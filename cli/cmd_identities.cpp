@@ -10,43 +10,40 @@
 #include "core/log.h"
 #include "core/safetensors.h"
 #include "core/weights.h"
-#include "generator/identity_sampler.h"
+#include "dataset/identity_sampler.h"
+#include "formats/identity_file.h"
 
 namespace idsynth::cli {
 
 int cmd_identities(const std::vector<std::string>& args) {
-  generator::IdentitySamplerOptions o;
-  std::string device = "cpu", gallery, out;
+  dataset::IdentitySamplerOptions o;
+  std::string gallery, out;
   int64_t seed = 0;
   po::options_description opts("options");
+  SharedOptions shared;
+  shared.device("the similarity products");
   opts.add_options()("count", po::value<int64_t>(&o.count)->default_value(o.count), "identities to sample")(
       "dim", po::value<int64_t>(&o.dim)->default_value(o.dim), "vector width (ArcFace: 512)")(
       "max-similarity", po::value<double>(&o.max_similarity)->default_value(o.max_similarity),
       "accept a vector only if its cosine to every accepted one is below this")(
-      "gallery", po::value<std::string>(&gallery), "safetensors of real people's embeddings [G, dim] to stay away from")(
+      "gallery", po::value<std::string>(&gallery), "real people's embeddings [G, dim] to stay away from (.npy, safetensors or torch file)")(
       "max-gallery-similarity", po::value<double>(&o.max_gallery_similarity)->default_value(0.3),
       "maximum cosine to any gallery vector")("seed", po::value<int64_t>(&seed)->default_value(0), "random seed")(
-      "device", po::value<std::string>(&device)->default_value(device), "cpu or cuda[:N] for the similarity products")(
       "out", po::value<std::string>(&out)->required(), "output .safetensors (tensor 'ids', [count, dim] float32)");
   auto parsed = parse_args("identities", "--count N [--dim 512] [--max-similarity 0.3] --out ids.safetensors",
                            "Samples Gaussian unit vectors, keeping each only if its cosine to every kept vector (and\n"
                            "to every gallery vector) is below the threshold, and reports the acceptance rate and the\n"
                            "nearest-neighbour similarity histogram.",
-                           opts, args);
+                           opts, args, nullptr, &shared);
   if (parsed.help) return kExitOk;
   o.seed = static_cast<uint64_t>(seed);
-  o.device = parse_device(device, "--device");
-  if (!gallery.empty()) {
-    TensorDict g = read_weights(gallery);
-    IDSYNTH_CHECK(g.size() == 1 || g.contains("ids"), gallery, ": expected one tensor or a tensor named 'ids', found ",
-                  g.size(), " tensors");
-    o.gallery = (g.size() == 1 ? g.items()[0].second : g.at("ids")).to(at::kFloat);
-  }
+  o.device = shared.device_value();
+  if (!gallery.empty()) o.gallery = formats::read_vector_rows(gallery, "--gallery");
   log::Stopwatch timer;
-  const auto sample = generator::sample_identities(o);
+  const auto sample = dataset::sample_identities(o);
   save_safetensors(out, {{"ids", sample.ids}},
                    {{"max_similarity", std::to_string(o.max_similarity)}, {"seed", std::to_string(seed)}});
-  std::cout << generator::describe(sample);
+  std::cout << dataset::describe(sample);
   LOG_INF("wrote ", out, " in ", timer.seconds(), " s");
   return kExitOk;
 }

@@ -3,12 +3,12 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
-#include "generator/dataset_export.h"
+#include "dataset/export.h"
 
 namespace idsynth::cli {
 
 int cmd_inspect(const std::vector<std::string>& args) {
-  generator::InspectOptions o;
+  dataset::InspectOptions o;
   po::options_description opts("options");
   opts.add_options()("dir", po::value<std::string>()->required(), "dataset folder (output.dir)")(
       "sheet", po::value<std::string>(&o.sheet), "write a contact sheet PNG of the first identities")(
@@ -22,7 +22,7 @@ int cmd_inspect(const std::vector<std::string>& args) {
                            "images, and the cosine of each image to its identity (per image and per identity mean).",
                            opts, args, &pos);
   if (parsed.help) return kExitOk;
-  std::cout << generator::inspect_dataset(parsed.vars["dir"].as<std::string>(), o);
+  std::cout << dataset::inspect_dataset(parsed.vars["dir"].as<std::string>(), o);
   return kExitOk;
 }
 

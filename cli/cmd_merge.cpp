@@ -3,11 +3,11 @@
 
 #include "cli/commands.h"
 #include "cli/options.h"
-#include "core/app_config.h"
+#include "dataset/generate_config.h"
 #include "core/check.h"
 #include "core/file_util.h"
-#include "generator/dataset_generator.h"
-#include "generator/dataset_records.h"
+#include "dataset/generate.h"
+#include "formats/dataset_folder.h"
 
 namespace idsynth::cli {
 
@@ -27,9 +27,9 @@ int cmd_merge(const std::vector<std::string>& args) {
   const std::string dir = parsed.vars["dir"].as<std::string>();
   const std::string config_path = dir + "/config.resolved.yaml";
   IDSYNTH_CHECK(file_exists(config_path), dir, ": not an idsynth dataset (config.resolved.yaml missing)");
-  const auto cfg = config::load<AppConfig>(config_path);
-  const auto report = generator::verify_dataset(dir, generator::dataset_shard_count(cfg), !check_only);
-  std::cout << generator::describe(report);
+  const auto cfg = config::load<dataset::GenerateConfig>(config_path);
+  const auto report = formats::verify_dataset(dir, dataset::dataset_shard_count(cfg), !check_only);
+  std::cout << formats::describe(report);
   return report.complete() ? kExitOk : kExitPartial;
 }
 

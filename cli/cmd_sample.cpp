@@ -12,12 +12,13 @@
 #include "core/device.h"
 #include "core/file_util.h"
 #include "core/hashing.h"
-#include "core/image.h"
+#include "formats/image.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "generator/arc2face_pipeline.h"
 #include "generator/clip_text_model.h"
-#include "generator/identity_file.h"
+#include "generator/schedulers.h"
+#include "formats/identity_file.h"
 
 namespace idsynth::cli {
 
@@ -54,6 +55,8 @@ std::string image_name(int64_t identity, int64_t image) {
 int cmd_sample(const std::vector<std::string>& args) {
   SampleParams p;
   po::options_description opts("options");
+  SharedOptions shared;
+  shared.device("the UNet, VAE and text encoder").dtype("the UNet, VAE and text encoder (scheduler math is float32)");
   opts.add_options()("model-dir", po::value<std::string>(&p.model_dir)->required(),
                      "model folder: diffusers layout (unet/ text_encoder/ vae/ scheduler/) or the Arc2Face download (arc2face/ encoder/)")(
       "base-dir", po::value<std::string>(&p.base_dir), "Stable Diffusion 1.5 folder providing vae/ and scheduler/ when --model-dir lacks them")(
@@ -62,18 +65,18 @@ int cmd_sample(const std::vector<std::string>& args) {
       "seed", po::value<int64_t>(&p.seed)->required(), "seed of the one CPU generator that draws all latents (as diffusers)")(
       "steps", po::value<int64_t>(&p.steps)->default_value(p.steps), "denoising steps")(
       "guidance", po::value<double>(&p.guidance)->default_value(p.guidance), "classifier-free guidance scale (<= 1: off)")(
-      "scheduler", po::value<std::string>(&p.scheduler)->default_value(p.scheduler), "dpmsolver++ | ddim | euler")(
+      "scheduler", po::value<std::string>(&p.scheduler)->default_value(p.scheduler), generator::scheduler_kinds_text().c_str())(
       "height", po::value<int64_t>(&p.height)->default_value(0), "image height (0: UNet sample_size x VAE factor, 512 for SD-1.5)")(
       "width", po::value<int64_t>(&p.width)->default_value(0), "image width (0: as height)")(
-      "device", po::value<std::string>(&p.device)->default_value(p.device), "cpu or cuda[:N]")(
-      "dtype", po::value<std::string>(&p.dtype)->default_value(p.dtype), "float32 | bfloat16 | float16 (UNet, VAE, text encoder)")(
       "batch-size", po::value<int64_t>(&p.batch_size)->default_value(0), "images per denoising batch (0: all); results do not depend on it")(
       "out", po::value<std::string>(&p.out_dir)->required(), "output folder for {identity:05d}_{image:03d}.png and sample.json");
   auto parsed = parse_args("sample", "--model-dir DIR [--base-dir SD15] --ids FILE --images-per-id N --seed S --out DIR",
                            "Generates images_per_id faces per identity vector with Arc2Face (CFG, DPM-Solver++ by\n"
                            "default) and writes them as PNG with a sample.json record of settings and model hashes.",
-                           opts, args);
+                           opts, args, nullptr, &shared);
   if (parsed.help) return kExitOk;
+  p.device = shared.device_text();
+  p.dtype = shared.dtype_text();
   IDSYNTH_CHECK(p.images_per_id >= 1, "--images-per-id: expected >= 1, found ", p.images_per_id);
   IDSYNTH_CHECK(p.steps >= 1, "--steps: expected >= 1, found ", p.steps);
   IDSYNTH_CHECK(p.seed >= 0, "--seed: expected >= 0, found ", p.seed);
@@ -82,15 +85,15 @@ int cmd_sample(const std::vector<std::string>& args) {
 
   // 1. files and identities (checked before any weights are read)
   const auto paths = generator::Arc2FaceModelPaths::resolve(p.model_dir, p.base_dir);
-  const auto te_config = generator::CLIPTextConfig::from_file(paths.text_encoder_config);
+  const auto te_config = generator::CLIPTextConfig::from_file(paths.text_encoder.config);
   bool were_normalised = true;
-  const at::Tensor ids = generator::read_identity_vectors(p.ids_path, te_config.hidden_size, &were_normalised);
+  const at::Tensor ids = formats::read_identity_vectors(p.ids_path, te_config.hidden_size, &were_normalised);
   const int64_t n_ids = ids.size(0);
 
   // 2. models
   generator::PipelineOptions pipeline_options;
-  pipeline_options.device = parse_device(p.device, "--device");
-  pipeline_options.dtype = parse_dtype(p.dtype, "--dtype");
+  pipeline_options.device = shared.device_value();
+  pipeline_options.dtype = shared.dtype_value();
   pipeline_options.scheduler = p.scheduler;
   auto pipe = generator::Arc2FacePipeline::load(paths, pipeline_options);
   if (p.height == 0) p.height = pipe.default_image_size();
@@ -113,7 +116,7 @@ int cmd_sample(const std::vector<std::string>& args) {
   json::Value names = json::Value::array();
   for (int64_t i = 0; i < count; ++i) {
     const std::string name = image_name(i / p.images_per_id, i % p.images_per_id);
-    write_image_rgb(p.out_dir + "/" + name, tensor_to_mat(images[i]));
+    formats::write_image_rgb(p.out_dir + "/" + name, formats::tensor_to_mat(images[i]));
     names.push_back(name);
   }
   json::Value record = json::Value::object();

@@ -12,8 +12,9 @@
 #include "core/check.h"
 #include "core/config.h"
 #include "core/log.h"
-#include "eval/bin_dataset.h"
-#include "eval/recognizer.h"
+#include "formats/bin_pack.h"
+#include "eval/pack_embeddings.h"
+#include "recognition/recognizer.h"
 #include "eval/verification.h"
 #include "recognition/trainer.h"
 
@@ -23,34 +24,18 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// The training backbone as eval's recogniser: (N, H, W, 3) uint8 RGB -> raw embeddings, with the
-// arcface_torch input normalisation the trainer uses.
-class BackboneRecognizer : public eval::Recognizer {
- public:
-  BackboneRecognizer(recognition::IResNet& net, c10::Device device) : net_(net), device_(device) {}
-  at::Tensor embed(const at::Tensor& rgb) override {
-    const at::Tensor x = ((rgb.permute({0, 3, 1, 2}).to(at::kFloat) / 255.0f) - 0.5f) / 0.5f;
-    return net_->forward(x.to(device_)).to(at::kCPU, at::kFloat);
-  }
-  std::string describe() const override { return "training backbone"; }
-
- private:
-  recognition::IResNet& net_;
-  c10::Device device_;
-};
-
 recognition::ValidationFn make_validation(const recognition::TrainValidationConfig& v) {
   if (v.bins.empty()) return {};
-  auto packs = std::make_shared<std::vector<eval::BinPack>>();
-  for (const auto& path : v.bins) packs->push_back(eval::read_bin(path));
+  auto packs = std::make_shared<std::vector<formats::BinPack>>();
+  for (const auto& path : v.bins) packs->push_back(formats::read_bin(path));
   return [packs, v](recognition::IResNet& net, c10::Device device) {
-    BackboneRecognizer rec(net, device);
+    const auto rec = recognition::module_recognizer(net, device, "training backbone");
     eval::EmbedOptions eo;
     eo.batch_size = v.batch_size;
     eo.flip = v.flip;
     std::vector<recognition::ValidationScore> scores;
     for (const auto& pack : *packs) {
-      const eval::PackEmbeddings emb = eval::embed_pack(rec, pack, eo);
+      const eval::PackEmbeddings emb = eval::embed_pack(*rec, pack, eo);
       // insightface's 10 folds; a pack with fewer pairs (test packs) gets one fold per pair.
       eval::VerificationOptions vo;
       vo.n_folds = std::min<int64_t>(10, pack.num_pairs());

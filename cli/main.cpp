@@ -1,4 +1,5 @@
 // idsynth: synthetic face-recognition datasets with Arc2Face, and the tools that measure them.
+#include <algorithm>
 #include <csignal>
 #include <cstring>
 #include <iostream>
@@ -33,20 +34,26 @@ const std::vector<Command>& commands() {
 
 namespace {
 
-void print_usage(std::ostream& os) {
-  os << "usage: idsynth [--log-level LEVEL] [--threads N] [--timestamps] <command> [options]\n\n"
-        "commands:\n";
+// The options given before the command; every command also takes --threads and --log-level itself.
+po::options_description global_options(int* threads, std::string* log_level) {
+  po::options_description g("global options (before the command)");
+  g.add_options()("log-level", po::value<std::string>(log_level)->default_value("info"),
+                  "debug | info | warn | error | quiet")(
+      "threads", po::value<int>(threads)->default_value(0), "CPU threads for libtorch (0: all cores)")(
+      "timestamps", "prefix log lines with the time")("version", "print the version and exit")(
+      "help,h", "show this help and exit");
+  return g;
+}
+
+void print_usage(std::ostream& os, const po::options_description& global) {
+  os << "usage: idsynth [global options] <command> [options]\n\ncommands:\n";
   for (const auto& c : commands()) {
     std::string name = c.name;
     name.resize(12, ' ');
     os << "  " << name << " " << c.summary << "\n";
   }
-  os << "\nglobal options (before the command):\n"
-        "  --log-level L   debug | info | warn | error | quiet (default info)\n"
-        "  --threads N     CPU threads for libtorch (default: all cores)\n"
-        "  --timestamps    prefix log lines with the time\n"
-        "  --version       print the version and exit\n"
-        "\n'idsynth <command> --help' describes each command. Exit codes: 0 ok, 1 error, 2 usage, 3 partial.\n";
+  os << "\n" << global
+     << "\n'idsynth <command> --help' describes each command. Exit codes: 0 ok, 1 error, 2 usage, 3 partial.\n";
 }
 
 }  // namespace
@@ -56,35 +63,43 @@ int main(int argc, char** argv) {
   using namespace idsynth;
   using namespace idsynth::cli;
   std::vector<std::string> args(argv + 1, argv + argc);
+  // 1. global options: the tokens before the first word that is not an option or its value
   int threads = 0;
+  std::string log_level;
+  const po::options_description global = global_options(&threads, &log_level);
   size_t i = 0;
+  while (i < args.size() && args[i].rfind("-", 0) == 0) {
+    const std::string name = args[i].substr(args[i].find_first_not_of('-'));
+    const auto* option = global.find_nothrow(name.substr(0, name.find('=')), false);
+    i += (option != nullptr && option->semantic()->max_tokens() > 0 && name.find('=') == std::string::npos) ? 2 : 1;
+  }
+  i = std::min(i, args.size());
+  po::variables_map vars;
   try {
-    for (; i < args.size() && args[i].rfind("--", 0) == 0; ++i) {
-      const std::string& a = args[i];
-      if (a == "--help" || a == "-h") {
-        print_usage(std::cout);
-        return kExitOk;
-      } else if (a == "--version") {
-        std::cout << "idsynth 0.1.0\n";
-        return kExitOk;
-      } else if (a == "--timestamps") {
-        log::set_timestamps(true);
-      } else if (a == "--log-level" && i + 1 < args.size()) {
-        log::set_threshold(log::parse_level(args[++i]));
-      } else if (a == "--threads" && i + 1 < args.size()) {
-        threads = std::stoi(args[++i]);
-      } else {
-        std::cerr << "idsynth: unknown global option '" << a << "'\n";
-        print_usage(std::cerr);
-        return kExitUsage;
-      }
-    }
+    po::store(po::command_line_parser(std::vector<std::string>(args.begin(), args.begin() + static_cast<std::ptrdiff_t>(i)))
+                  .options(global)
+                  .run(),
+              vars);
+    po::notify(vars);
+    log::set_threshold(log::parse_level(log_level));
   } catch (const std::exception& e) {
     std::cerr << "idsynth: " << e.what() << "\n";
+    print_usage(std::cerr, global);
     return kExitUsage;
   }
+  if (vars.count("help")) {
+    print_usage(std::cout, global);
+    return kExitOk;
+  }
+  if (vars.count("version")) {
+    std::cout << "idsynth 0.1.0\n";
+    return kExitOk;
+  }
+  if (vars.count("timestamps")) log::set_timestamps(true);
+  set_global_defaults(threads, log_level);
+  // 2. the command
   if (i >= args.size()) {
-    print_usage(std::cerr);
+    print_usage(std::cerr, global);
     return kExitUsage;
   }
   const std::string name = args[i];
@@ -93,7 +108,7 @@ int main(int argc, char** argv) {
     if (name == c.name) command = &c;
   if (command == nullptr) {
     std::cerr << "idsynth: unknown command '" << name << "'\n";
-    print_usage(std::cerr);
+    print_usage(std::cerr, global);
     return kExitUsage;
   }
   configure_threads(threads);
@@ -105,6 +120,7 @@ int main(int argc, char** argv) {
     return kExitUsage;
   } catch (const Error& e) {
     std::cerr << "idsynth " << name << ": error: " << e.what() << "\n";
+    if (e.condition() != nullptr) LOG_DBG("failed check: ", e.condition(), " (", e.file(), ":", e.line(), ")");
     return kExitError;
   } catch (const c10::Error& e) {
     std::cerr << "idsynth " << name << ": error: " << e.what_without_backtrace() << "\n";

@@ -7,6 +7,8 @@ endif()
 
 function(idsynth_configure_target target)
   target_compile_options(${target} PRIVATE ${IDSYNTH_WARNINGS})
+  # __FILE__ (in IDSYNTH_CHECK errors) relative to the repository, the same in every checkout.
+  target_compile_options(${target} PRIVATE -fmacro-prefix-map=${PROJECT_SOURCE_DIR}/=)
   target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
   if(IDSYNTH_FUZZ)
     target_compile_options(${target} PRIVATE -fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer)

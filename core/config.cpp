@@ -214,7 +214,7 @@ class Writer final : public Visitor {
 
 }  // namespace
 
-YAML::Node load_yaml_file(const std::string& path) {
+YAML::Node parse_yaml_file(const std::string& path) {
   try {
     YAML::Node root = YAML::LoadFile(path);
     if (root.IsNull()) return YAML::Node(YAML::NodeType::Map);
@@ -225,6 +225,47 @@ YAML::Node load_yaml_file(const std::string& path) {
   } catch (const YAML::ParserException& e) {
     fail(path, ": YAML syntax error at line ", e.mark.line + 1, ", column ", e.mark.column + 1, ": ", e.msg);
   }
+}
+
+// `over` laid on `base`: mappings merge key by key, anything else replaces. Both are fresh trees.
+YAML::Node merge_yaml(YAML::Node base, const YAML::Node& over) {
+  if (!base.IsMap() || !over.IsMap()) return YAML::Clone(over);
+  for (const auto& kv : over) {
+    const std::string key = kv.first.as<std::string>();
+    base[key] = base[key].IsDefined() ? merge_yaml(base[key], kv.second) : YAML::Clone(kv.second);
+  }
+  return base;
+}
+
+// A config file with its `include:` presets (one path or a list, relative to the including file)
+// laid underneath it, in order, recursively.
+YAML::Node load_with_includes(const std::string& path, std::vector<std::string>& chain) {
+  IDSYNTH_CHECK(chain.size() < 16, path, ": include: expected at most 16 nested includes");
+  for (const auto& p : chain)
+    IDSYNTH_CHECK(p != path, path, ": include: the file includes itself (through ", chain.back(), ")");
+  chain.push_back(path);
+  YAML::Node own = parse_yaml_file(path);
+  YAML::Node merged(YAML::NodeType::Map);
+  if (const YAML::Node inc = own["include"]; inc.IsDefined()) {
+    std::vector<std::string> files;
+    if (inc.IsScalar()) files.push_back(inc.Scalar());
+    else if (inc.IsSequence())
+      for (const auto& f : inc) {
+        IDSYNTH_CHECK(f.IsScalar(), path, ": include: expected a file name or a list of file names, found ", describe(f));
+        files.push_back(f.Scalar());
+      }
+    else fail(path, ": include: expected a file name or a list of file names, found ", describe(inc));
+    const std::string dir = path.find('/') == std::string::npos ? "" : path.substr(0, path.rfind('/') + 1);
+    for (const auto& f : files) merged = merge_yaml(merged, load_with_includes(f.rfind('/', 0) == 0 ? f : dir + f, chain));
+    own.remove("include");
+  }
+  chain.pop_back();
+  return merge_yaml(merged, own);
+}
+
+YAML::Node load_yaml_file(const std::string& path) {
+  std::vector<std::string> chain;
+  return load_with_includes(path, chain);
 }
 
 void apply_override(YAML::Node& root, const std::string& assignment) {

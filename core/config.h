@@ -2,7 +2,8 @@
 // the default (the member initialiser), a one-line doc and its constraints; that single list drives
 // reading (type checks, unknown keys are errors naming the key path and the file), command-line
 // overrides (`--set generation.steps=30`), validation and writing the resolved config with comments
-// (`idsynth config --defaults` prints every default in one place).
+// (`idsynth config --defaults` prints every default in one place). A file may start from presets:
+// `include: base.yaml` (or a list), paths relative to the file; its own keys override theirs.
 #pragma once
 
 #include <cstdint>

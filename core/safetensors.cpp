@@ -16,7 +16,7 @@ namespace {
 // Headers of real checkpoints are a few hundred KB; the format's own reader caps them at 100 MB.
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 
-bool parse_dtype(const std::string& name, at::ScalarType* out) {
+bool dtype_from_code(const std::string& name, at::ScalarType* out) {
   static const std::pair<const char*, at::ScalarType> table[] = {
       {"F64", at::kDouble}, {"F32", at::kFloat}, {"F16", at::kHalf}, {"BF16", at::kBFloat16},
       {"I64", at::kLong},   {"I32", at::kInt},   {"I16", at::kShort}, {"I8", at::kChar},
@@ -70,7 +70,7 @@ SafeTensorsFile::SafeTensorsFile(const std::string& path) : path_(path), map_(st
     info.name = name;
     const json::Value* dtype = entry.find("dtype");
     IDSYNTH_CHECK(dtype && dtype->is_string(), where, ": dtype: expected a string, found ", dtype ? dtype->type_name() : "nothing");
-    IDSYNTH_CHECK(parse_dtype(dtype->as_string(), &info.dtype), where,
+    IDSYNTH_CHECK(dtype_from_code(dtype->as_string(), &info.dtype), where,
                   ": dtype: expected one of F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL, found ", dtype->as_string());
     const json::Value* shape = entry.find("shape");
     IDSYNTH_CHECK(shape && shape->is_array(), where, ": shape: expected an array, found ", shape ? shape->type_name() : "nothing");

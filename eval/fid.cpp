@@ -15,7 +15,7 @@
 #include "core/check.h"
 #include "core/device.h"
 #include "core/log.h"
-#include "eval/npy_io.h"
+#include "formats/npy.h"
 
 namespace idsynth::eval {
 
@@ -92,7 +92,7 @@ double frechet_distance(const FidStats& a, const FidStats& b) {
 }
 
 FidStats read_fid_stats(const std::string& path, int64_t expected_dim) {
-  const TensorDict arrays = read_npz(path);
+  const TensorDict arrays = formats::read_npz(path);
   IDSYNTH_CHECK(arrays.contains("mu") && arrays.contains("sigma"), path,
                 ": expected pytorch-fid statistics with arrays 'mu' and 'sigma', found ", arrays.size(), " arrays");
   FidStats s;
@@ -108,7 +108,7 @@ FidStats read_fid_stats(const std::string& path, int64_t expected_dim) {
 
 void write_fid_stats(const std::string& path, const FidStats& stats) {
   check_stats(stats);
-  write_npz(path, {{"mu", stats.mu.to(at::kDouble)}, {"sigma", stats.sigma.to(at::kDouble)}});
+  formats::write_npz(path, {{"mu", stats.mu.to(at::kDouble)}, {"sigma", stats.sigma.to(at::kDouble)}});
 }
 
 std::vector<std::string> list_fid_images(const std::string& dir) {

@@ -11,10 +11,14 @@
 
 #include <ATen/Tensor.h>
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "core/json.h"
 #include "eval/inception_fid.h"
+#include "core/json_fields.h"
 
 namespace idsynth::eval {
 
@@ -54,5 +58,25 @@ at::Tensor fid_activations(InceptionV3FID& model, const std::vector<std::string>
 
 // Statistics of a folder: list, activations, compute_stats.
 FidStats fid_stats_of_folder(InceptionV3FID& model, const std::string& dir, const FidFeatureOptions& options = {});
+
+// The "fid" entry of metrics.json. `idsynth eval fid` writes all three fields; a hand-written entry
+// (a published number) may give only the distance.
+struct FidMetrics {
+  static constexpr const char* kEntry = "fid";
+  double fid = 0.0;
+  std::optional<int64_t> images;         // generated images behind the statistics
+  std::optional<std::string> reference;  // the reference statistics file or folder
+
+  template <class Self, class F>
+  static void fields(Self& m, F& f) {
+    f("fid", m.fid);
+    f("images", m.images);
+    f("reference", m.reference);
+  }
+  json::Value to_json() const { return json_fields::write(*this); }
+  static FidMetrics from_json(const json::Value& entry, const std::string& where) {
+    return json_fields::read<FidMetrics>(entry, where);
+  }
+};
 
 }  // namespace idsynth::eval

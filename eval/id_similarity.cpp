@@ -13,10 +13,11 @@
 
 #include "core/check.h"
 #include "core/file_util.h"
-#include "core/image.h"
+#include "formats/image.h"
 #include "core/log.h"
 #include "eval/report.h"
-#include "generator/dataset_export.h"
+#include "formats/dataset_folder.h"
+#include "formats/shard_file.h"
 
 namespace idsynth::eval {
 
@@ -154,7 +155,7 @@ void IdSimilarityRun::add(const std::vector<cv::Mat>& bgr, const std::vector<std
     const int edge = static_cast<int>(options_.thumb);
     cv::resize(bgr[i], thumb, cv::Size(edge, edge), 0, 0, cv::INTER_AREA);
     cv::cvtColor(thumb, rgb, cv::COLOR_BGR2RGB);
-    result_.faces.push_back({identity[i], image[i], cosine, base64_encode(encode_image_rgb(rgb, ".jpg", 80))});
+    result_.faces.push_back({identity[i], image[i], cosine, base64_encode(formats::encode_image_rgb(rgb, ".jpg", 80))});
   }
 }
 
@@ -186,7 +187,7 @@ IdSimResult id_similarity_of_folder(const recognition::FaceEmbedder& embedder, c
     std::vector<std::string> names;
     std::vector<int64_t> identity, image;
     for (size_t k = begin; k < end; ++k) {
-      bgr.push_back(rgb_to_bgr(read_image_rgb(images[k].path)));
+      bgr.push_back(rgb_to_bgr(formats::read_image_rgb(images[k].path)));
       names.push_back(images[k].path);
       identity.push_back(images[k].identity);
       image.push_back(images[k].image);
@@ -202,11 +203,12 @@ IdSimResult id_similarity_of_folder(const recognition::FaceEmbedder& embedder, c
 }
 
 IdSimResult id_similarity_of_dataset(const recognition::FaceEmbedder& embedder, const at::Tensor& ids,
-                                     const std::string& ids_source, const std::string& dir, const IdSimOptions& options) {
+                                     const std::string& ids_source, const std::string& dir, int64_t n_shards,
+                                     const IdSimOptions& options) {
   IdSimilarityRun run(embedder, options, ids.defined() ? ids_source : dir + " (shard identity vectors)");
   int64_t seen = 0;
   log::Stopwatch sw;
-  generator::for_each_shard(dir, [&](const generator::ShardData& d) {
+  formats::for_each_shard(dir, n_shards, [&](const formats::ShardData& d) {
     // 1. which pictures: the stored aligned crop for fixed alignment when there is one, else the image
     const bool crops = options.align == "fixed" && d.has_aligned;
     IDSYNTH_CHECK(crops || d.has_images, dir, ": shard ", d.shard_index,
@@ -237,7 +239,7 @@ IdSimResult id_similarity_of_dataset(const recognition::FaceEmbedder& embedder, 
           IDSYNTH_CHECK(it != row_of.end(), name, ": its identity vector is not stored in the shard");
           targets.push_back(shard_vectors[it->second]);
         }
-        bgr.push_back(rgb_to_bgr(decode_image_rgb(reinterpret_cast<const uint8_t*>(pics[i].data()), pics[i].size(), name)));
+        bgr.push_back(rgb_to_bgr(formats::decode_image_rgb(reinterpret_cast<const uint8_t*>(pics[i].data()), pics[i].size(), name)));
         names.push_back(name);
         identity.push_back(id);
         image.push_back(d.image_index[i]);
@@ -254,45 +256,35 @@ IdSimResult id_similarity_of_dataset(const recognition::FaceEmbedder& embedder, 
   return r;
 }
 
-json::Value id_similarity_json(const IdSimResult& r) {
+IdSimMetrics id_similarity_metrics(const IdSimResult& r) {
   const IdSimStats& s = r.stats;
-  json::Value m = json::Value::object();
-  m.set("count", s.count);
-  m.set("identities", static_cast<int64_t>(s.per_identity.size()));
-  m.set("mean", s.mean);
-  m.set("std", s.std);
-  m.set("median", s.median);
-  m.set("min", s.min);
-  m.set("max", s.max);
-  m.set("identity_mean", s.identity_mean);
-  m.set("failed", static_cast<int64_t>(r.failed.size()));
-  json::Value per = json::Value::array();
-  for (const auto& p : s.per_identity) {
-    json::Value e = json::Value::object();
-    e.set("identity", p.identity);
-    e.set("count", p.count);
-    e.set("mean", p.mean);
-    e.set("min", p.min);
-    e.set("max", p.max);
-    per.push_back(e);
-  }
-  m.set("per_identity", per);
-  json::Value hist = json::Value::object(), edges = json::Value::array(), counts = json::Value::array();
-  for (double e : s.hist_edges) edges.push_back(e);
-  for (int64_t c : s.hist_counts) counts.push_back(c);
-  hist.set("edges", edges);
-  hist.set("counts", counts);
-  m.set("histogram", hist);
-  json::Value faces = json::Value::array();
-  for (const auto& f : r.faces) {
-    json::Value e = json::Value::object();
-    e.set("identity", f.identity);
-    e.set("image", f.image);
-    e.set("cosine", f.cosine);
-    e.set("jpeg", f.jpeg_base64);
-    faces.push_back(e);
-  }
-  m.set("faces", faces);
+  IdSimMetrics m;
+  m.count = s.count;
+  m.identities = static_cast<int64_t>(s.per_identity.size());
+  m.mean = s.mean;
+  m.std = s.std;
+  m.median = s.median;
+  m.min = s.min;
+  m.max = s.max;
+  m.identity_mean = s.identity_mean;
+  m.failed = static_cast<int64_t>(r.failed.size());
+  m.per_identity = s.per_identity;
+  m.histogram = {s.hist_edges, s.hist_counts};
+  m.faces = r.faces;
+  return m;
+}
+
+IdSimMetrics IdSimMetrics::from_json(const json::Value& entry, const std::string& where) {
+  IdSimMetrics m = json_fields::read<IdSimMetrics>(entry, where);
+  // The report draws the histogram and embeds the thumbnails as data: URIs; check both here, where
+  // the error can still name the file.
+  IDSYNTH_CHECK(m.histogram.edges.size() == m.histogram.counts.size() + 1 && !m.histogram.counts.empty(), where,
+                ": histogram: expected one more edge than counts, found ", m.histogram.edges.size(), " edges and ",
+                m.histogram.counts.size(), " counts");
+  for (size_t i = 0; i < m.faces.size(); ++i)
+    IDSYNTH_CHECK(m.faces[i].jpeg_base64.find_first_not_of(
+                      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") == std::string::npos,
+                  where, ": faces[", i, "]: jpeg: expected base64 text, found other characters");
   return m;
 }
 

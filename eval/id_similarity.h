@@ -16,17 +16,19 @@
 #include <opencv2/core.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/json.h"
-#include "generator/identity_file.h"
+#include "core/json_fields.h"
+#include "formats/identity_file.h"
 #include "recognition/face_embedder.h"
 
 namespace idsynth::eval {
 
 // The target identities: the same reader as `idsynth sample` (generator/identity_file.h).
-using generator::read_identity_vectors;
+using formats::read_identity_vectors;
 
 struct SampleImage {
   int64_t identity = 0;
@@ -51,6 +53,15 @@ struct IdentitySimilarity {
   int64_t identity = 0;
   int64_t count = 0;
   double mean = 0.0, min = 0.0, max = 0.0;
+
+  template <class Self, class F>
+  static void fields(Self& m, F& f) {
+    f("identity", m.identity);
+    f("count", m.count);
+    f("mean", m.mean);
+    f("min", m.min);
+    f("max", m.max);
+  }
 };
 
 struct IdSimStats {
@@ -70,6 +81,14 @@ struct FaceThumb {
   int64_t identity = 0, image = 0;
   double cosine = 0.0;
   std::string jpeg_base64;
+
+  template <class Self, class F>
+  static void fields(Self& m, F& f) {
+    f("identity", m.identity);
+    f("image", m.image);
+    f("cosine", m.cosine);
+    f("jpeg", m.jpeg_base64);
+  }
 };
 
 struct IdSimResult {
@@ -103,13 +122,60 @@ class IdSimilarityRun {
 // An `idsynth sample` folder against the identity vectors of `ids` (row k = identity k).
 IdSimResult id_similarity_of_folder(const recognition::FaceEmbedder& embedder, const at::Tensor& ids,
                                     const std::string& ids_source, const std::string& dir, const IdSimOptions& options);
-// An idsynth dataset folder; `ids` undefined uses the identity vectors stored in the shards.
+// An idsynth dataset folder of `n_shards` shards (dataset::dataset_shard_count); `ids` undefined
+// uses the identity vectors stored in the shards.
 IdSimResult id_similarity_of_dataset(const recognition::FaceEmbedder& embedder, const at::Tensor& ids,
-                                     const std::string& ids_source, const std::string& dir, const IdSimOptions& options);
+                                     const std::string& ids_source, const std::string& dir, int64_t n_shards,
+                                     const IdSimOptions& options);
 
-// The metrics.json entry "idsim": count, mean, std, median, min, max, identity_mean, per_identity
-// [{identity, count, mean, min, max}], histogram {edges, counts}, failed, faces [{identity, image,
-// cosine, jpeg}] (base64 JPEG thumbnails for the report).
-json::Value id_similarity_json(const IdSimResult& result);
+// The "idsim" entry of metrics.json: the statistics, the histogram and the report's face thumbnails
+// (base64 JPEGs), then where the numbers come from, which only the command knows.
+struct IdSimMetrics {
+  static constexpr const char* kEntry = "idsim";
+  struct Histogram {
+    std::vector<double> edges;    // bins + 1, from -1 to 1
+    std::vector<int64_t> counts;  // images per bin
+    template <class Self, class F>
+    static void fields(Self& m, F& f) {
+      f("edges", m.edges);
+      f("counts", m.counts);
+    }
+  };
+
+  int64_t count = 0;       // images with an embedding
+  int64_t identities = 0;
+  double mean = 0.0, std = 0.0, median = 0.0, min = 0.0, max = 0.0;
+  double identity_mean = 0.0;
+  int64_t failed = 0;      // images without an embedding, not counted
+  std::vector<IdentitySimilarity> per_identity;
+  Histogram histogram;
+  std::vector<FaceThumb> faces;
+  std::optional<std::string> align, model, ids, source;  // set by `idsynth eval idsim`
+
+  template <class Self, class F>
+  static void fields(Self& m, F& f) {
+    f("count", m.count);
+    f("identities", m.identities);
+    f("mean", m.mean);
+    f("std", m.std);
+    f("median", m.median);
+    f("min", m.min);
+    f("max", m.max);
+    f("identity_mean", m.identity_mean);
+    f("failed", m.failed);
+    f("per_identity", m.per_identity);
+    f("histogram", m.histogram);
+    f("faces", m.faces);
+    f("align", m.align);
+    f("model", m.model);
+    f("ids", m.ids);
+    f("source", m.source);
+  }
+  json::Value to_json() const { return json_fields::write(*this); }
+  static IdSimMetrics from_json(const json::Value& entry, const std::string& where);
+};
+
+// The entry for a run's result, without the provenance fields.
+IdSimMetrics id_similarity_metrics(const IdSimResult& result);
 
 }  // namespace idsynth::eval

@@ -252,4 +252,14 @@ LpipsDiversity lpips_diversity(Lpips& model, const std::vector<at::Tensor>& iden
   return out;
 }
 
+LpipsMetrics lpips_metrics(const LpipsDiversity& d, const std::string& net) {
+  LpipsMetrics m;
+  m.diversity = d.mean;
+  m.net = net;
+  m.identities = static_cast<int64_t>(d.per_identity.size());
+  m.pairs = d.pairs;
+  m.per_identity = d.per_identity;
+  return m;
+}
+
 }  // namespace idsynth::eval

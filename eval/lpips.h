@@ -15,9 +15,14 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/pimpl.h>
 
+#include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "core/json.h"
+#include "core/json_fields.h"
 
 namespace idsynth::eval {
 
@@ -88,5 +93,32 @@ struct LpipsDiversity {
   int64_t pairs = 0;                  // pairs evaluated in total
 };
 LpipsDiversity lpips_diversity(Lpips& model, const std::vector<at::Tensor>& identities, int64_t batch_size = 16);
+
+// The "lpips" entry of metrics.json. `idsynth eval lpips` writes every field; a hand-written entry (a
+// published number) may give only the diversity.
+struct LpipsMetrics {
+  static constexpr const char* kEntry = "lpips";
+  double diversity = 0.0;                  // LpipsDiversity::mean
+  std::optional<std::string> net;          // the --net given: alex | vgg (vgg16)
+  std::optional<int64_t> identities;
+  std::optional<int64_t> pairs;
+  std::optional<std::vector<double>> per_identity;
+
+  template <class Self, class F>
+  static void fields(Self& m, F& f) {
+    f("diversity", m.diversity);
+    f("net", m.net);
+    f("identities", m.identities);
+    f("pairs", m.pairs);
+    f("per_identity", m.per_identity);
+  }
+  json::Value to_json() const { return json_fields::write(*this); }
+  static LpipsMetrics from_json(const json::Value& entry, const std::string& where) {
+    return json_fields::read<LpipsMetrics>(entry, where);
+  }
+};
+
+// The entry for a diversity run with the trunk named `net` as the user gave it.
+LpipsMetrics lpips_metrics(const LpipsDiversity& diversity, const std::string& net);
 
 }  // namespace idsynth::eval

@@ -1,8 +1,9 @@
 #include "eval/report.h"
 
+#include <openssl/evp.h>
+
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <optional>
@@ -10,399 +11,324 @@
 
 #include "core/check.h"
 #include "core/file_util.h"
+#include "core/svg_chart.h"
 
 namespace idsynth::eval {
 
 namespace {
 
 namespace fs = std::filesystem;
+using json_fields::Keyed;
 
-constexpr int kPlotSize = 360;  // px, square ROC plot area
-constexpr int kMargin = 40;
-constexpr int kHistWidth = 480, kHistHeight = 220;  // px, histogram plot area
-constexpr size_t kPerIdentityRows = 20;              // per-identity table rows shown in report.html
-const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"};
+constexpr size_t kPerIdentityRows = 20;  // per-identity table rows shown in report.html
 // The paper's FR table order; other benchmarks follow in the order first seen.
 const char* kPaperBenchmarks[] = {"lfw", "cfp_fp", "cplfw", "agedb_30", "calfw"};
 
-const char* color(size_t i) { return kColors[i % (sizeof kColors / sizeof *kColors)]; }
-
-std::string fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
-
-std::string escape_html(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
+std::string esc(const std::string& s) { return svg::escape_xml(s); }
 
 const char* kStyle =
     "<style>body{font-family:sans-serif;margin:2em;color:#222}"
     "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 10px;"
-    "text-align:right}th{background:#eee}td:first-child{text-align:left}"
+    "text-align:right}th{background:#eee}td:first-child{text-align:left}table.generation td{text-align:left}"
     "table.faces td{padding:2px;text-align:center;font-size:11px}table.faces img{display:block}</style>";
 
 std::string html_head(const std::string& title) {
-  return "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + escape_html(title) + "</title>\n" +
-         kStyle + "</head><body>\n<h1>" + escape_html(title) + "</h1>\n";
+  return "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>" + esc(title) + "</title>\n" + kStyle +
+         "</head><body>\n<h1>" + esc(title) + "</h1>\n";
 }
 
-bool is_verification(const json::Value& v) { return v.is_object() && v.contains("accuracy") && v.contains("std"); }
-bool is_idsim(const std::string& name, const json::Value& v) {
-  return name == "idsim" && v.is_object() && v.contains("mean") && v.contains("histogram");
-}
+// ---- tables ------------------------------------------------------------------------------------
 
-double tar_at(const json::Value& v, const char* key) {
-  const json::Value* t = v.find("tar_at_far");
-  const json::Value* e = t ? t->find(key) : nullptr;
-  return e ? e->at("tar").as_double() : -1.0;
-}
-
-// The value without long arrays (per-identity lists, thumbnails), for one table cell or line.
-std::string brief_dump(const json::Value& v) {
-  if (!v.is_object()) return v.dump();
-  json::Value b = json::Value::object();
-  for (const auto& [k, x] : v.as_object()) {
-    if (x.is_array() && x.as_array().size() > 8)
-      b.set(k, cat("[", x.as_array().size(), " values]"));
-    else
-      b.set(k, x);
-  }
-  return b.dump();
-}
-
-struct Row {
-  std::string name;
-  std::vector<std::string> cells;
+// One table for both formats, so the HTML report and the Markdown summary cannot disagree. The first
+// column names the row.
+struct Table {
+  std::string css_class;
+  std::vector<std::string> header;
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::vector<bool>> bold;  // per row and cell; rows without an entry have none
 };
 
-// Verification table rows: benchmark, accuracy (%), std (%), TAR@FAR=1e-3, TAR@FAR=1e-4, XNorm, thresholds.
-std::vector<Row> verification_rows(const json::Value& metrics) {
-  std::vector<Row> rows;
-  for (const auto& [name, v] : metrics.as_object()) {
-    if (!is_verification(v)) continue;
-    Row r{name, {}};
-    r.cells.push_back(fmt("%.2f", 100 * v.at("accuracy").as_double()));
-    r.cells.push_back(fmt("%.2f", 100 * v.at("std").as_double()));
-    for (const char* k : {"1e-03", "1e-04"}) {
-      const double t = tar_at(v, k);
-      r.cells.push_back(t < 0 ? "-" : fmt("%.4f", t));
+bool is_bold(const Table& t, size_t i, size_t j) { return i < t.bold.size() && j < t.bold[i].size() && t.bold[i][j]; }
+
+std::string table_html(const Table& t) {
+  std::string html = t.css_class.empty() ? "<table><tr>" : "<table class=\"" + t.css_class + "\"><tr>";
+  for (const auto& h : t.header) html += "<th>" + esc(h) + "</th>";
+  html += "</tr>\n";
+  for (size_t i = 0; i < t.rows.size(); ++i) {
+    html += "<tr>";
+    for (size_t j = 0; j < t.rows[i].size(); ++j)
+      html += is_bold(t, i, j) ? "<td><b>" + esc(t.rows[i][j]) + "</b></td>" : "<td>" + esc(t.rows[i][j]) + "</td>";
+    html += "</tr>\n";
+  }
+  return html + "</table>\n";
+}
+
+std::string table_markdown(const Table& t) {
+  std::string md = "|";
+  for (const auto& h : t.header) md += " " + h + " |";
+  md += "\n|";
+  for (size_t j = 0; j < t.header.size(); ++j) md += j == 0 ? "---|" : "---:|";
+  md += "\n";
+  for (size_t i = 0; i < t.rows.size(); ++i) {
+    md += "|";
+    for (size_t j = 0; j < t.rows[i].size(); ++j)
+      md += is_bold(t, i, j) ? " **" + t.rows[i][j] + "** |" : " " + t.rows[i][j] + " |";
+    md += "\n";
+  }
+  return md;
+}
+
+std::string percent(double fraction) { return format_number("%.2f", 100 * fraction); }
+
+// ---- verification ------------------------------------------------------------------------------
+
+Table verification_table(const Keyed<VerificationMetrics>& entries) {
+  Table t{"verification",
+          {"benchmark", "accuracy (%)", "std (%)", "TAR@FAR=1e-3", "TAR@FAR=1e-4", "XNorm", "best threshold per fold"},
+          {},
+          {}};
+  for (const auto& [name, v] : entries) {
+    std::vector<std::string> row = {name, percent(v.accuracy), percent(v.std)};
+    for (double far : {1e-3, 1e-4}) {
+      const VerificationMetrics::Tar* tar = v.tar_at(far);
+      row.push_back(tar ? format_number("%.4f", tar->tar) : "-");
     }
-    r.cells.push_back(v.contains("xnorm") ? fmt("%.4f", v.at("xnorm").as_double()) : "-");
-    std::string th;
-    if (const json::Value* b = v.find("best_thresholds"))
-      for (const auto& x : b->as_array()) th += (th.empty() ? "" : " ") + fmt("%.2f", x.as_double());
-    r.cells.push_back(th);
-    rows.push_back(r);
+    row.push_back(v.xnorm ? format_number("%.4f", *v.xnorm) : "-");
+    std::string thresholds;
+    if (v.best_thresholds)
+      for (double x : *v.best_thresholds) thresholds += (thresholds.empty() ? "" : " ") + format_number("%.2f", x);
+    row.push_back(thresholds);
+    t.rows.push_back(row);
   }
-  return rows;
+  return t;
 }
 
-const char* kVerificationHeader[] = {"benchmark", "accuracy (%)", "std (%)", "TAR@FAR=1e-3", "TAR@FAR=1e-4",
-                                     "XNorm", "best threshold per fold"};
-
-struct Curve {
-  std::string label;
-  const json::Value* roc;
-};
-
-std::string roc_plot(const std::vector<Curve>& curves) {
-  const int w = kPlotSize + 2 * kMargin, h = kPlotSize + 2 * kMargin;
-  std::string svg = cat("<svg class=\"roc\" xmlns=\"http://www.w3.org/2000/svg\" width=\"", w + 160, "\" height=\"", h,
-                        "\" viewBox=\"0 0 ", w + 160, " ", h, "\" font-family=\"sans-serif\" font-size=\"12\">\n");
-  svg += cat("<rect x=\"", kMargin, "\" y=\"", kMargin, "\" width=\"", kPlotSize, "\" height=\"", kPlotSize,
-             "\" fill=\"none\" stroke=\"#333\"/>\n");
-  for (int i = 0; i <= 4; ++i) {  // grid and tick labels every 0.25
-    const double p = kMargin + kPlotSize * i / 4.0;
-    svg += cat("<line x1=\"", p, "\" y1=\"", kMargin, "\" x2=\"", p, "\" y2=\"", kMargin + kPlotSize,
-               "\" stroke=\"#ddd\"/><text x=\"", p - 8, "\" y=\"", kMargin + kPlotSize + 16, "\">", i * 0.25,
-               "</text>\n");
-    const double q = kMargin + kPlotSize * (4 - i) / 4.0;
-    svg += cat("<line x1=\"", kMargin, "\" y1=\"", q, "\" x2=\"", kMargin + kPlotSize, "\" y2=\"", q,
-               "\" stroke=\"#ddd\"/><text x=\"", 4, "\" y=\"", q + 4, "\">", i * 0.25, "</text>\n");
+std::string verification_html(const Keyed<VerificationMetrics>& entries) {
+  if (entries.empty()) return "";
+  std::string html = "<h2>Face verification (insightface 10-fold protocol)</h2>\n" + table_html(verification_table(entries));
+  Keyed<const VerificationMetrics*> curves;
+  bool any_roc = false;
+  for (const auto& [name, v] : entries) {
+    curves.emplace_back(name, &v);
+    any_roc = any_roc || v.roc.has_value();
   }
-  svg += cat("<text x=\"", kMargin + kPlotSize / 2 - 60, "\" y=\"", h - 6, "\">false positive rate</text>\n");
-  svg += cat("<text x=\"12\" y=\"", kMargin - 12, "\">true positive rate</text>\n");
-  for (size_t series = 0; series < curves.size(); ++series) {
-    const auto& fpr = curves[series].roc->at("fpr").as_array();
-    const auto& tpr = curves[series].roc->at("tpr").as_array();
-    IDSYNTH_CHECK(fpr.size() == tpr.size(), "report: ", curves[series].label,
-                  ": roc: expected fpr and tpr of equal length, found ", fpr.size(), " and ", tpr.size());
-    std::string points;
-    for (size_t i = 0; i < fpr.size(); ++i)
-      points += fmt("%.1f,", kMargin + kPlotSize * fpr[i].as_double()) +
-                fmt("%.1f ", kMargin + kPlotSize * (1.0 - tpr[i].as_double()));
-    const int y = kMargin + 18 * static_cast<int>(series);
-    svg += cat("<polyline fill=\"none\" stroke=\"", color(series), "\" stroke-width=\"2\" points=\"", points, "\"/>\n");
-    svg += cat("<rect x=\"", w, "\" y=\"", y, "\" width=\"12\" height=\"12\" fill=\"", color(series), "\"/><text x=\"",
-               w + 18, "\" y=\"", y + 11, "\">", escape_html(curves[series].label), "</text>\n");
-  }
-  svg += "</svg>\n";
-  return svg;
+  if (any_roc) html += "<h2>ROC (mean over test folds)</h2>\n" + roc_svg(curves);
+  return html;
 }
 
-// The "idsim" statistics as table cells: images, identities, mean, std, median, min, max, per-identity mean.
-const char* kIdsimHeader[] = {"images", "identities", "mean", "std", "median", "min", "max", "mean of identity means"};
-std::vector<std::string> idsim_cells(const json::Value& v) {
-  std::vector<std::string> c = {cat(v.at("count").as_int()), cat(v.at("identities").as_int())};
-  for (const char* k : {"mean", "std", "median", "min", "max", "identity_mean"})
-    c.push_back(fmt("%.4f", v.at(k).as_double()));
-  return c;
+std::string verification_markdown(const Keyed<VerificationMetrics>& entries) {
+  return entries.empty() ? "" : table_markdown(verification_table(entries)) + "\n";
 }
 
-std::string idsim_section(const json::Value& v) {
-  std::string html = "<h2>ID similarity (cosine of target vector and face embedding)</h2>\n<table class=\"idsim\"><tr>";
-  for (const char* h : kIdsimHeader) html += cat("<th>", h, "</th>");
-  html += "</tr>\n<tr>";
-  for (const auto& c : idsim_cells(v)) html += "<td>" + c + "</td>";
-  html += "</tr></table>\n";
-  if (const json::Value* f = v.find("failed"); f && f->as_int() > 0)
-    html += cat("<p>", f->as_int(), " images gave no embedding (no face detected or unreadable) and are not counted.</p>\n");
-  html += histogram_svg({{"idsim", &v}});
-  if (const json::Value* per = v.find("per_identity"); per && !per->as_array().empty()) {
-    const auto& rows = per->as_array();
-    html += "<h3>Per identity</h3>\n<table class=\"per-identity\"><tr><th>identity</th><th>images</th><th>mean</th>"
-            "<th>min</th><th>max</th></tr>\n";
-    for (size_t i = 0; i < rows.size() && i < kPerIdentityRows; ++i)
-      html += cat("<tr><td>", rows[i].at("identity").as_int(), "</td><td>", rows[i].at("count").as_int(), "</td><td>",
-                  fmt("%.4f", rows[i].at("mean").as_double()), "</td><td>", fmt("%.4f", rows[i].at("min").as_double()),
-                  "</td><td>", fmt("%.4f", rows[i].at("max").as_double()), "</td></tr>\n");
-    html += "</table>\n";
-    if (rows.size() > kPerIdentityRows)
-      html += cat("<p>First ", kPerIdentityRows, " of ", rows.size(), " identities; all are in metrics.json.</p>\n");
+// ---- ID similarity -----------------------------------------------------------------------------
+
+Table idsim_table(const IdSimMetrics& m) {
+  Table t{"idsim", {"images", "identities", "mean", "std", "median", "min", "max", "mean of identity means"}, {}, {}};
+  std::vector<std::string> row = {cat(m.count), cat(m.identities)};
+  for (double x : {m.mean, m.std, m.median, m.min, m.max, m.identity_mean}) row.push_back(format_number("%.4f", x));
+  t.rows.push_back(row);
+  return t;
+}
+
+std::string idsim_html(const IdSimMetrics& m) {
+  std::string html = "<h2>ID similarity (cosine of target vector and face embedding)</h2>\n" + table_html(idsim_table(m));
+  if (m.failed > 0)
+    html += cat("<p>", m.failed, " images gave no embedding (no face detected or unreadable) and are not counted.</p>\n");
+  html += histogram_svg({{IdSimMetrics::kEntry, &m}});
+  if (!m.per_identity.empty()) {
+    Table per{"per-identity", {"identity", "images", "mean", "min", "max"}, {}, {}};
+    for (size_t i = 0; i < m.per_identity.size() && i < kPerIdentityRows; ++i) {
+      const IdentitySimilarity& p = m.per_identity[i];
+      per.rows.push_back({cat(p.identity), cat(p.count), format_number("%.4f", p.mean), format_number("%.4f", p.min),
+                          format_number("%.4f", p.max)});
+    }
+    html += "<h3>Per identity</h3>\n" + table_html(per);
+    if (m.per_identity.size() > kPerIdentityRows)
+      html += cat("<p>First ", kPerIdentityRows, " of ", m.per_identity.size(), " identities; all are in metrics.json.</p>\n");
   }
-  const std::string grid = face_grid_html(v);
+  const std::string grid = face_grid_html(m);
   if (!grid.empty()) html += "<h3>Sample faces per identity</h3>\n" + grid;
   return html;
 }
 
-std::string idsim_markdown(const json::Value& v) {
-  return cat("- **idsim**: mean ", fmt("%.4f", v.at("mean").as_double()), ", std ", fmt("%.4f", v.at("std").as_double()),
-             ", median ", fmt("%.4f", v.at("median").as_double()), ", min ", fmt("%.4f", v.at("min").as_double()),
-             " over ", v.at("count").as_int(), " images of ", v.at("identities").as_int(), " identities\n");
+std::string idsim_markdown(const IdSimMetrics& m) {
+  return cat("- **", IdSimMetrics::kEntry, "**: mean ", format_number("%.4f", m.mean), ", std ", format_number("%.4f", m.std),
+             ", median ", format_number("%.4f", m.median), ", min ", format_number("%.4f", m.min), " over ", m.count,
+             " images of ", m.identities, " identities\n");
+}
+
+// ---- FID, LPIPS and entries that are no metric: one row each of the generation metrics ---------
+
+struct GenerationRow {
+  std::string name, value, details;
+};
+
+GenerationRow fid_row(const FidMetrics& m) {
+  std::string details = m.images ? cat(*m.images, " images") : "";
+  if (m.reference) details += (details.empty() ? "vs " : " vs ") + *m.reference;
+  return {FidMetrics::kEntry, format_number("%.4f", m.fid), details};
+}
+
+GenerationRow lpips_row(const LpipsMetrics& m) {
+  std::vector<std::string> parts;
+  if (m.net) parts.push_back(*m.net);
+  if (m.identities) parts.push_back(cat(*m.identities, " identities"));
+  if (m.pairs) parts.push_back(cat(*m.pairs, " pairs"));
+  if (m.per_identity && !m.per_identity->empty()) {
+    const auto [lo, hi] = std::minmax_element(m.per_identity->begin(), m.per_identity->end());
+    parts.push_back("per identity " + format_number("%.4f", *lo) + " to " + format_number("%.4f", *hi));
+  }
+  std::string details;
+  for (const auto& p : parts) details += (details.empty() ? "" : ", ") + p;
+  return {LpipsMetrics::kEntry, "diversity " + format_number("%.4f", m.diversity), details};
+}
+
+// A value that is no metric, shortened: a long array shows as its length.
+GenerationRow other_row(const std::string& name, const json::Value& v) {
+  const bool long_array = v.is_array() && v.as_array().size() > 8;
+  return {name, long_array ? cat("[", v.as_array().size(), " values]") : v.dump(), ""};
+}
+
+std::vector<GenerationRow> generation_rows(const EvalMetrics& m) {
+  std::vector<GenerationRow> rows;
+  if (m.fid) rows.push_back(fid_row(*m.fid));
+  if (m.lpips) rows.push_back(lpips_row(*m.lpips));
+  for (const auto& [name, v] : m.other) rows.push_back(other_row(name, v));
+  return rows;
+}
+
+std::string generation_html(const EvalMetrics& m) {
+  Table t{"generation", {"metric", "value", "details"}, {}, {}};
+  for (const auto& r : generation_rows(m)) t.rows.push_back({r.name, r.value, r.details});
+  return t.rows.empty() ? "" : "<h2>Generation metrics</h2>\n" + table_html(t);
+}
+
+std::string generation_markdown(const EvalMetrics& m) {
+  std::string md;
+  for (const auto& r : generation_rows(m))
+    md += "- **" + r.name + "**: " + r.value + (r.details.empty() ? "" : " (" + r.details + ")") + "\n";
+  return md;
 }
 
 }  // namespace
 
 std::string base64_encode(const std::string& bytes) {
-  static const char* table = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  out.reserve((bytes.size() + 2) / 3 * 4);
-  size_t i = 0;
-  for (; i + 2 < bytes.size(); i += 3) {
-    const uint32_t v = (static_cast<uint8_t>(bytes[i]) << 16) | (static_cast<uint8_t>(bytes[i + 1]) << 8) |
-                       static_cast<uint8_t>(bytes[i + 2]);
-    for (int s : {18, 12, 6, 0}) out += table[(v >> s) & 63];
-  }
-  if (i < bytes.size()) {  // 1 or 2 bytes left: pad to 4 characters
-    uint32_t v = static_cast<uint8_t>(bytes[i]) << 16;
-    if (i + 1 < bytes.size()) v |= static_cast<uint8_t>(bytes[i + 1]) << 8;
-    out += table[(v >> 18) & 63];
-    out += table[(v >> 12) & 63];
-    out += i + 1 < bytes.size() ? table[(v >> 6) & 63] : '=';
-    out += '=';
-  }
+  // OpenSSL's encoder: standard alphabet, '=' padding, no line breaks, a terminating NUL.
+  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
+  out.resize(static_cast<size_t>(n));
   return out;
 }
 
-std::string roc_svg(const json::Value& metrics) {
-  std::vector<Curve> curves;
-  for (const auto& [name, v] : metrics.as_object())
-    if (const json::Value* roc = is_verification(v) ? v.find("roc") : nullptr) curves.push_back({name, roc});
-  return roc_plot(curves);
+// Colours follow the position in `entries`, also for entries that draw nothing, so that a run keeps
+// its colour in every chart of a comparison.
+std::string roc_svg(const Keyed<const VerificationMetrics*>& entries) {
+  svg::Chart chart;
+  chart.css_class = "roc";
+  chart.x = {"false positive rate", 0.0, 1.0, svg::ticks(0.0, 1.0, 0.25), "%g"};
+  chart.y = {"true positive rate", 0.0, 1.0, svg::ticks(0.0, 1.0, 0.25), "%g"};
+  for (size_t k = 0; k < entries.size(); ++k) {
+    const auto& [label, v] = entries[k];
+    if (v && v->roc) chart.lines.push_back({label, svg::series_color(k), v->roc->fpr, v->roc->tpr, false});
+  }
+  return svg::render(chart);
 }
 
-std::string histogram_svg(const std::vector<std::pair<std::string, const json::Value*>>& entries) {
-  // 1. fractions per bin, and the x range: from the first non-empty bin (rounded down to 0.25) to 1
-  struct Series {
-    std::string label;
-    std::vector<double> edges, frac;
-    double mean = 0.0;
-  };
-  std::vector<Series> series;
+std::string histogram_svg(const Keyed<const IdSimMetrics*>& entries) {
+  // x runs from the first non-empty bin of any entry (rounded down to 0.25) to 1, y to the largest
+  // fraction rounded up to 0.1: the mass of the distribution fills the plot.
+  svg::Chart chart;
+  chart.css_class = "histogram";
+  chart.plot_width = 480;
+  chart.plot_height = 220;
   double xmin = 1.0, ymax = 0.0;
-  for (const auto& [label, v] : entries) {
-    const json::Value& h = v->at("histogram");
-    const auto& edges = h.at("edges").as_array();
-    const auto& counts = h.at("counts").as_array();
-    IDSYNTH_CHECK(edges.size() == counts.size() + 1 && !counts.empty(), "report: ", label,
-                  ": idsim histogram: expected one more edge than counts, found ", edges.size(), " and ", counts.size());
-    Series s{label, {}, {}, v->at("mean").as_double()};
+  for (size_t k = 0; k < entries.size(); ++k) {
+    const auto& [label, m] = entries[k];
+    if (!m) continue;
+    svg::Bars bars{cat(label, " (mean ", format_number("%.3f", m->mean), ")"), svg::series_color(k), m->histogram.edges, {},
+                   m->mean};
     double total = 0.0;
-    for (const auto& c : counts) total += c.as_double();
-    for (const auto& e : edges) s.edges.push_back(e.as_double());
-    for (size_t b = 0; b < counts.size(); ++b) {
-      s.frac.push_back(total > 0 ? counts[b].as_double() / total : 0.0);
-      if (s.frac.back() > 0) xmin = std::min(xmin, s.edges[b]);
-      ymax = std::max(ymax, s.frac.back());
+    for (int64_t c : m->histogram.counts) total += static_cast<double>(c);
+    for (size_t b = 0; b < m->histogram.counts.size(); ++b) {
+      const double fraction = total > 0 ? static_cast<double>(m->histogram.counts[b]) / total : 0.0;
+      bars.heights.push_back(fraction);
+      if (fraction > 0 && b < bars.edges.size()) xmin = std::min(xmin, bars.edges[b]);
+      ymax = std::max(ymax, fraction);
     }
-    series.push_back(std::move(s));
+    chart.bars.push_back(std::move(bars));
   }
   xmin = std::clamp(std::floor(xmin * 4.0) / 4.0, -1.0, 0.75);
   ymax = ymax > 0 ? std::ceil(ymax * 10.0 + 1e-9) / 10.0 : 1.0;
-  const auto px = [&](double x) { return kMargin + kHistWidth * (x - xmin) / (1.0 - xmin); };
-  const auto py = [&](double y) { return kMargin + kHistHeight * (1.0 - y / ymax); };
-  // 2. axes, grid, labels
-  const int w = kHistWidth + 2 * kMargin + 200, h = kHistHeight + 2 * kMargin;
-  std::string svg = cat("<svg class=\"histogram\" xmlns=\"http://www.w3.org/2000/svg\" width=\"", w, "\" height=\"", h,
-                        "\" viewBox=\"0 0 ", w, " ", h, "\" font-family=\"sans-serif\" font-size=\"12\">\n");
-  svg += cat("<rect x=\"", kMargin, "\" y=\"", kMargin, "\" width=\"", kHistWidth, "\" height=\"", kHistHeight,
-             "\" fill=\"none\" stroke=\"#333\"/>\n");
-  const double xstep = (1.0 - xmin) > 0.5 ? 0.25 : 0.05;
-  for (double x = xmin; x <= 1.0 + 1e-9; x += xstep)
-    svg += cat("<line x1=\"", fmt("%.1f", px(x)), "\" y1=\"", kMargin, "\" x2=\"", fmt("%.1f", px(x)), "\" y2=\"",
-               kMargin + kHistHeight, "\" stroke=\"#ddd\"/><text x=\"", fmt("%.1f", px(x) - 10), "\" y=\"",
-               kMargin + kHistHeight + 16, "\">", fmt("%.2f", x), "</text>\n");
-  for (int i = 0; i <= 4; ++i) {
-    const double y = ymax * i / 4.0;
-    svg += cat("<line x1=\"", kMargin, "\" y1=\"", fmt("%.1f", py(y)), "\" x2=\"", kMargin + kHistWidth, "\" y2=\"",
-               fmt("%.1f", py(y)), "\" stroke=\"#ddd\"/><text x=\"2\" y=\"", fmt("%.1f", py(y) + 4), "\">",
-               fmt("%.3f", y), "</text>\n");
-  }
-  svg += cat("<text x=\"", kMargin + kHistWidth / 2 - 50, "\" y=\"", h - 6, "\">cosine to identity</text>\n");
-  svg += cat("<text x=\"12\" y=\"", kMargin - 12, "\">fraction of images</text>\n");
-  // 3. one step outline per run, lightly filled so overlaps stay visible
-  for (size_t k = 0; k < series.size(); ++k) {
-    const Series& s = series[k];
-    std::string d = cat("M", fmt("%.1f", px(std::max(xmin, s.edges.front()))), ",", fmt("%.1f", py(0)));
-    for (size_t b = 0; b < s.frac.size(); ++b) {
-      if (s.edges[b + 1] <= xmin) continue;
-      const double x0 = px(std::max(xmin, s.edges[b])), x1 = px(s.edges[b + 1]), y = py(s.frac[b]);
-      d += cat(" L", fmt("%.1f", x0), ",", fmt("%.1f", y), " L", fmt("%.1f", x1), ",", fmt("%.1f", y));
-    }
-    d += cat(" L", fmt("%.1f", px(1.0)), ",", fmt("%.1f", py(0)), " Z");
-    svg += cat("<path d=\"", d, "\" fill=\"", color(k), "\" fill-opacity=\"0.2\" stroke=\"", color(k),
-               "\" stroke-width=\"1.5\"/>\n");
-    const double mx = px(s.mean);
-    svg += cat("<line x1=\"", fmt("%.1f", mx), "\" y1=\"", kMargin, "\" x2=\"", fmt("%.1f", mx), "\" y2=\"",
-               kMargin + kHistHeight, "\" stroke=\"", color(k), "\" stroke-dasharray=\"4 3\"/>\n");
-    const int y = kMargin + 18 * static_cast<int>(k);
-    svg += cat("<rect x=\"", kHistWidth + 2 * kMargin, "\" y=\"", y, "\" width=\"12\" height=\"12\" fill=\"", color(k),
-               "\"/><text x=\"", kHistWidth + 2 * kMargin + 18, "\" y=\"", y + 11, "\">", escape_html(s.label),
-               " (mean ", fmt("%.3f", s.mean), ")</text>\n");
-  }
-  svg += "</svg>\n";
-  return svg;
+  chart.x = {"cosine to identity", xmin, 1.0, svg::ticks(xmin, 1.0, (1.0 - xmin) > 0.5 ? 0.25 : 0.05), "%.2f"};
+  chart.y = {"fraction of images", 0.0, ymax, svg::ticks(0.0, ymax, ymax / 4), "%.3f"};
+  return svg::render(chart);
 }
 
-std::string face_grid_html(const json::Value& idsim) {
-  const json::Value* faces = idsim.find("faces");
-  if (!faces || faces->as_array().empty()) return "";
+std::string face_grid_html(const IdSimMetrics& idsim) {
+  if (idsim.faces.empty()) return "";
   std::string html = "<table class=\"faces\">\n";
-  int64_t current = -1;
-  for (const auto& f : faces->as_array()) {
-    const int64_t id = f.at("identity").as_int();
-    if (id != current) {
-      html += cat(current < 0 ? "" : "</tr>\n", "<tr><th>identity ", id, "</th>");
-      current = id;
-    }
-    const std::string& jpeg = f.at("jpeg").as_string("faces: jpeg");
-    IDSYNTH_CHECK(jpeg.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=") ==
-                      std::string::npos,
-                  "report: idsim: faces: jpeg: expected base64 text");
-    html += cat("<td><img alt=\"identity ", id, " image ", f.at("image").as_int(), "\" src=\"data:image/jpeg;base64,", jpeg,
-                "\">", fmt("%.3f", f.at("cosine").as_double()), "</td>");
+  for (size_t i = 0; i < idsim.faces.size(); ++i) {
+    const FaceThumb& f = idsim.faces[i];
+    if (i == 0 || f.identity != idsim.faces[i - 1].identity)
+      html += cat(i == 0 ? "" : "</tr>\n", "<tr><th>identity ", f.identity, "</th>");
+    html += cat("<td><img alt=\"identity ", f.identity, " image ", f.image, "\" src=\"data:image/jpeg;base64,",
+                esc(f.jpeg_base64), "\">", format_number("%.3f", f.cosine), "</td>");
   }
-  html += "</tr>\n</table>\n";
-  return html;
+  return html + "</tr>\n</table>\n";
 }
 
 std::string report_html(const json::Value& metrics, const std::string& title) {
-  IDSYNTH_CHECK(metrics.is_object(), "report: metrics: expected an object, found ", metrics.type_name());
-  std::string html = html_head(title);
-  const auto rows = verification_rows(metrics);
-  if (!rows.empty()) {
-    html += "<h2>Face verification (insightface 10-fold protocol)</h2>\n<table><tr>";
-    for (const char* hdr : kVerificationHeader) html += cat("<th>", hdr, "</th>");
-    html += "</tr>\n";
-    for (const auto& r : rows) {
-      html += "<tr><td>" + escape_html(r.name) + "</td>";
-      for (const auto& c : r.cells) html += "<td>" + escape_html(c) + "</td>";
-      html += "</tr>\n";
-    }
-    html += "</table>\n<h2>ROC (mean over test folds)</h2>\n" + roc_svg(metrics);
-  }
-  std::string other;
-  for (const auto& [name, v] : metrics.as_object()) {
-    if (is_verification(v)) continue;
-    if (is_idsim(name, v)) {
-      html += idsim_section(v);
-      continue;
-    }
-    other += "<tr><td>" + escape_html(name) + "</td><td style=\"text-align:left\"><code>" + escape_html(brief_dump(v)) +
-             "</code></td></tr>\n";
-  }
-  if (!other.empty()) html += "<h2>Generation metrics</h2>\n<table><tr><th>metric</th><th>value</th></tr>\n" + other + "</table>\n";
-  html += "</body></html>\n";
-  return html;
+  const EvalMetrics m = EvalMetrics::from_json(metrics, "report: metrics");
+  std::string html = html_head(title) + verification_html(m.verification);
+  if (m.idsim) html += idsim_html(*m.idsim);
+  return html + generation_html(m) + "</body></html>\n";
 }
 
 std::string report_markdown(const json::Value& metrics, const std::string& title) {
-  std::string md = "# " + title + "\n\n";
-  const auto rows = verification_rows(metrics);
-  if (!rows.empty()) {
-    md += "| ";
-    for (const char* hdr : kVerificationHeader) md += cat(hdr, " | ");
-    md += "\n|";
-    for (size_t i = 0; i < sizeof kVerificationHeader / sizeof *kVerificationHeader; ++i) md += i == 0 ? "---|" : "---:|";
-    md += "\n";
-    for (const auto& r : rows) {
-      md += "| " + r.name + " | ";
-      for (const auto& c : r.cells) md += c + " | ";
-      md += "\n";
-    }
-    md += "\n";
-  }
-  for (const auto& [name, v] : metrics.as_object()) {
-    if (is_verification(v)) continue;
-    md += is_idsim(name, v) ? idsim_markdown(v) : "- **" + name + "**: `" + brief_dump(v) + "`\n";
-  }
-  return md;
+  const EvalMetrics m = EvalMetrics::from_json(metrics, "report: metrics");
+  std::string md = "# " + title + "\n\n" + verification_markdown(m.verification);
+  if (m.idsim) md += idsim_markdown(*m.idsim);
+  return md + generation_markdown(m);
 }
 
 void write_reports(const std::string& dir, const json::Value& metrics, const std::string& title) {
+  // Both reports first: metrics that cannot be read back fail before anything is written.
+  const std::string html = report_html(metrics, title), md = report_markdown(metrics, title);
   fs::create_directories(dir);
   const fs::path d(dir);
   json::write_file((d / "metrics.json").string(), metrics);
-  write_file_atomic((d / "report.html").string(), report_html(metrics, title));
-  write_file_atomic((d / "summary.md").string(), report_markdown(metrics, title));
+  write_file_atomic((d / "report.html").string(), html);
+  write_file_atomic((d / "summary.md").string(), md);
 }
 
 // ---- several runs ----------------------------------------------------------------------------
 
 json::Value read_run_metrics(const std::string& dir) {
   const std::string path = (fs::path(dir) / "metrics.json").string();
-  IDSYNTH_CHECK(fs::is_regular_file(path), path, ": not found (expected the metrics.json an `idsynth eval` command writes with --out ",
-                dir, ")");
+  IDSYNTH_CHECK(fs::is_regular_file(path), path,
+                ": not found (expected the metrics.json an `idsynth eval` command writes with --out ", dir, ")");
   const json::Value m = json::parse_file(path);
   IDSYNTH_CHECK(m.is_object(), path, ": expected a metrics object, found ", m.type_name());
   IDSYNTH_CHECK(!m.as_object().empty(), path, ": expected metrics, found an empty object");
-  for (const auto& [name, v] : m.as_object()) {
+  for (const auto& [name, v] : m.as_object())
     IDSYNTH_CHECK(v.is_object(), path, ": ", name, ": expected an object of metrics, found ", v.type_name());
-    if (is_verification(v)) {
-      IDSYNTH_CHECK(v.at("accuracy").is_number(), path, ": ", name, ": accuracy: expected a number, found ",
-                    v.at("accuracy").type_name());
-    } else if (name == "idsim") {
-      IDSYNTH_CHECK(v.contains("mean") && v.contains("histogram"), path,
-                    ": idsim: expected mean and histogram (as `idsynth eval idsim` writes), found neither");
-    } else if (name == "fid") {
-      IDSYNTH_CHECK(v.contains("fid") && v.at("fid").is_number(), path, ": fid: fid: expected a number");
-    } else if (name == "lpips") {
-      IDSYNTH_CHECK(v.contains("diversity") && v.at("diversity").is_number(), path, ": lpips: diversity: expected a number");
-    }
-  }
+  EvalMetrics::from_json(m, path);  // every entry through its metric's reader, so errors name this file
   return m;
+}
+
+void add_run_metrics(std::vector<RunMetrics>& runs, const std::string& name, const std::string& dir) {
+  const json::Value m = read_run_metrics(dir);
+  auto it = std::find_if(runs.begin(), runs.end(), [&](const RunMetrics& r) { return r.name == name; });
+  if (it == runs.end()) {
+    runs.push_back({name, m});
+    return;
+  }
+  for (const auto& [key, value] : m.as_object()) {
+    IDSYNTH_CHECK(!it->metrics.contains(key), (fs::path(dir) / "metrics.json").string(), ": ", key,
+                  ": expected once per run, found it already in an earlier folder of run ", name);
+    it->metrics.set(key, value);
+  }
 }
 
 namespace {
@@ -410,15 +336,22 @@ namespace {
 struct Column {
   std::string header;
   bool higher_better = true;
-  std::function<std::optional<double>(const json::Value&)> value;
-  std::function<std::string(const json::Value&, double)> text;
+  std::function<std::optional<double>(const EvalMetrics&)> value;
+  std::function<std::string(const EvalMetrics&, double)> text;
 };
 
-std::vector<std::string> benchmark_names(const std::vector<RunMetrics>& runs) {
+std::vector<EvalMetrics> read_runs(const std::vector<RunMetrics>& runs) {
+  IDSYNTH_CHECK(!runs.empty(), "report: expected at least one run, found none");
+  std::vector<EvalMetrics> out;
+  for (const auto& r : runs) out.push_back(EvalMetrics::from_json(r.metrics, "report: run " + r.name));
+  return out;
+}
+
+std::vector<std::string> benchmark_names(const std::vector<EvalMetrics>& runs) {
   std::vector<std::string> seen;
   for (const auto& r : runs)
-    for (const auto& [name, v] : r.metrics.as_object())
-      if (is_verification(v) && std::find(seen.begin(), seen.end(), name) == seen.end()) seen.push_back(name);
+    for (const auto& [name, v] : r.verification)
+      if (std::find(seen.begin(), seen.end(), name) == seen.end()) seen.push_back(name);
   std::vector<std::string> out;
   for (const char* b : kPaperBenchmarks)
     if (std::find(seen.begin(), seen.end(), b) != seen.end()) out.push_back(b);
@@ -427,155 +360,123 @@ std::vector<std::string> benchmark_names(const std::vector<RunMetrics>& runs) {
   return out;
 }
 
-std::optional<double> number_at(const json::Value& m, const std::string& entry, const std::string& key) {
-  const json::Value* e = m.find(entry);
-  const json::Value* x = e && e->is_object() ? e->find(key) : nullptr;
-  return x && x->is_number() ? std::optional<double>(x->as_double()) : std::nullopt;
-}
-
-std::vector<Column> compare_columns(const std::vector<RunMetrics>& runs) {
+std::vector<Column> compare_columns(const std::vector<EvalMetrics>& runs) {
   std::vector<Column> cols;
-  const auto plain = [](const char* f) { return [f](const json::Value&, double v) { return fmt(f, v); }; };
+  const auto plain = [](const char* f) { return [f](const EvalMetrics&, double v) { return format_number(f, v); }; };
   const std::vector<std::string> benches = benchmark_names(runs);
   for (const auto& b : benches)
-    cols.push_back({b, true, [b](const json::Value& m) -> std::optional<double> {
-                      const json::Value* v = m.find(b);
-                      if (!v || !is_verification(*v)) return std::nullopt;
-                      return 100.0 * v->at("accuracy").as_double();
+    cols.push_back({b, true, [b](const EvalMetrics& m) -> std::optional<double> {
+                      const VerificationMetrics* v = m.find_verification(b);
+                      if (!v) return std::nullopt;
+                      return 100.0 * v->accuracy;
                     },
                     plain("%.2f")});
   if (benches.size() >= 2)
-    cols.push_back({"Avg", true, [benches](const json::Value& m) -> std::optional<double> {
+    cols.push_back({"Avg", true, [benches](const EvalMetrics& m) -> std::optional<double> {
                       double sum = 0.0;
                       for (const auto& b : benches) {
-                        const json::Value* v = m.find(b);
-                        if (!v || !is_verification(*v)) return std::nullopt;  // an average over fewer is not comparable
-                        sum += 100.0 * v->at("accuracy").as_double();
+                        const VerificationMetrics* v = m.find_verification(b);
+                        if (!v) return std::nullopt;  // an average over fewer is not comparable
+                        sum += 100.0 * v->accuracy;
                       }
                       return sum / static_cast<double>(benches.size());
                     },
                     plain("%.2f")});
-  cols.push_back({"ID sim.", true, [](const json::Value& m) { return number_at(m, "idsim", "mean"); },
-                  [](const json::Value& m, double v) {
-                    const auto sd = number_at(m, "idsim", "std");
-                    return fmt("%.3f", v) + (sd ? " ± " + fmt("%.3f", *sd) : "");
+  cols.push_back({"ID sim.", true,
+                  [](const EvalMetrics& m) { return m.idsim ? std::optional<double>(m.idsim->mean) : std::nullopt; },
+                  [](const EvalMetrics& m, double v) {
+                    return format_number("%.3f", v) + " ± " + format_number("%.3f", m.idsim->std);
                   }});
-  cols.push_back({"FID", false, [](const json::Value& m) { return number_at(m, "fid", "fid"); }, plain("%.3f")});
-  cols.push_back({"LPIPS", true, [](const json::Value& m) { return number_at(m, "lpips", "diversity"); }, plain("%.3f")});
+  cols.push_back({"FID", false, [](const EvalMetrics& m) { return m.fid ? std::optional<double>(m.fid->fid) : std::nullopt; },
+                  plain("%.3f")});
+  cols.push_back({"LPIPS", true,
+                  [](const EvalMetrics& m) { return m.lpips ? std::optional<double>(m.lpips->diversity) : std::nullopt; },
+                  plain("%.3f")});
   // Only the columns some run has.
   std::vector<Column> present;
   for (auto& c : cols) {
     bool any = false;
-    for (const auto& r : runs) any = any || c.value(r.metrics).has_value();
+    for (const auto& r : runs) any = any || c.value(r).has_value();
     if (any) present.push_back(std::move(c));
   }
   return present;
 }
 
-struct Table {
-  std::vector<std::string> header;
-  std::vector<std::vector<std::string>> cells;  // per run, per column
-  std::vector<std::vector<bool>> best;
-};
-
-Table compare_table(const std::vector<RunMetrics>& runs) {
-  const std::vector<Column> cols = compare_columns(runs);
-  Table t;
-  t.header.push_back("run");
+Table compare_table(const std::vector<RunMetrics>& runs, const std::vector<EvalMetrics>& metrics) {
+  const std::vector<Column> cols = compare_columns(metrics);
+  Table t{"comparison", {"run"}, {}, {}};
   for (const auto& c : cols) t.header.push_back(c.header + (c.higher_better ? " ↑" : " ↓"));
-  t.cells.assign(runs.size(), {});
-  t.best.assign(runs.size(), std::vector<bool>(cols.size(), false));
+  for (const auto& r : runs) t.rows.push_back({r.name});
+  t.bold.assign(runs.size(), std::vector<bool>(cols.size() + 1, false));
   for (size_t j = 0; j < cols.size(); ++j) {
     std::optional<double> best;
-    for (const auto& r : runs)
-      if (const auto v = cols[j].value(r.metrics)) {
+    for (const auto& m : metrics)
+      if (const auto v = cols[j].value(m)) {
         if (!best || (cols[j].higher_better ? *v > *best : *v < *best)) best = v;
       }
     for (size_t i = 0; i < runs.size(); ++i) {
-      const auto v = cols[j].value(runs[i].metrics);
-      t.cells[i].push_back(v ? cols[j].text(runs[i].metrics, *v) : "-");
-      t.best[i][j] = v && runs.size() > 1 && *v == *best;
+      const auto v = cols[j].value(metrics[i]);
+      t.rows[i].push_back(v ? cols[j].text(metrics[i], *v) : "-");
+      t.bold[i][j + 1] = v && runs.size() > 1 && *v == *best;
     }
   }
   return t;
 }
 
-void check_runs(const std::vector<RunMetrics>& runs) {
-  IDSYNTH_CHECK(!runs.empty(), "report: expected at least one run");
-  for (const auto& r : runs)
-    IDSYNTH_CHECK(r.metrics.is_object(), "report: run ", r.name, ": expected a metrics object, found ", r.metrics.type_name());
-}
+const char* kCompareNote = "Verification columns: accuracy (%) of the 10-fold protocol; best of each column in bold.";
 
 }  // namespace
 
 std::string compare_html(const std::vector<RunMetrics>& runs, const std::string& title) {
-  check_runs(runs);
-  std::string html = html_head(title);
+  const std::vector<EvalMetrics> metrics = read_runs(runs);
   // 1. the table
-  const Table t = compare_table(runs);
-  html += "<h2>Results</h2>\n<table class=\"comparison\"><tr>";
-  for (const auto& h : t.header) html += "<th>" + escape_html(h) + "</th>";
-  html += "</tr>\n";
-  for (size_t i = 0; i < runs.size(); ++i) {
-    html += "<tr><td>" + escape_html(runs[i].name) + "</td>";
-    for (size_t j = 0; j < t.cells[i].size(); ++j)
-      html += t.best[i][j] ? "<td><b>" + escape_html(t.cells[i][j]) + "</b></td>" : "<td>" + escape_html(t.cells[i][j]) + "</td>";
-    html += "</tr>\n";
-  }
-  html += "</table>\n<p>Verification columns: accuracy (%) of the 10-fold protocol; best of each column in bold.</p>\n";
+  std::string html = html_head(title) + "<h2>Results</h2>\n" + table_html(compare_table(runs, metrics)) + "<p>" +
+                     esc(kCompareNote) + "</p>\n";
   // 2. ROC per benchmark, one curve per run
-  const std::vector<std::string> benches = benchmark_names(runs);
+  const std::vector<std::string> benches = benchmark_names(metrics);
   if (!benches.empty()) html += "<h2>ROC per benchmark</h2>\n";
   for (const auto& b : benches) {
-    std::vector<Curve> curves;
-    for (const auto& r : runs) {
-      const json::Value* v = r.metrics.find(b);
-      if (const json::Value* roc = v && is_verification(*v) ? v->find("roc") : nullptr) curves.push_back({r.name, roc});
+    Keyed<const VerificationMetrics*> curves;
+    bool any_roc = false;
+    for (size_t i = 0; i < runs.size(); ++i) {
+      const VerificationMetrics* v = metrics[i].find_verification(b);
+      curves.emplace_back(runs[i].name, v);
+      any_roc = any_roc || (v && v->roc);
     }
-    if (!curves.empty()) html += "<h3>" + escape_html(b) + "</h3>\n" + roc_plot(curves);
+    if (any_roc) html += "<h3>" + esc(b) + "</h3>\n" + roc_svg(curves);
   }
   // 3. similarity histograms overlaid, and each run's faces
-  std::vector<std::pair<std::string, const json::Value*>> hists;
-  for (const auto& r : runs)
-    if (const json::Value* v = r.metrics.find("idsim"); v && is_idsim("idsim", *v)) hists.push_back({r.name, v});
-  if (!hists.empty()) {
+  Keyed<const IdSimMetrics*> hists;
+  bool any_idsim = false;
+  for (size_t i = 0; i < runs.size(); ++i) {
+    hists.emplace_back(runs[i].name, metrics[i].idsim ? &*metrics[i].idsim : nullptr);
+    any_idsim = any_idsim || metrics[i].idsim.has_value();
+  }
+  if (any_idsim) {
     html += "<h2>ID similarity distribution</h2>\n" + histogram_svg(hists);
-    for (const auto& [name, v] : hists) {
-      const std::string grid = face_grid_html(*v);
-      if (!grid.empty()) html += "<h3>Sample faces: " + escape_html(name) + "</h3>\n" + grid;
+    for (const auto& [name, m] : hists) {
+      const std::string grid = m ? face_grid_html(*m) : "";
+      if (!grid.empty()) html += "<h3>Sample faces: " + esc(name) + "</h3>\n" + grid;
     }
   }
-  html += "</body></html>\n";
-  return html;
+  return html + "</body></html>\n";
 }
 
 std::string compare_markdown(const std::vector<RunMetrics>& runs, const std::string& title) {
-  check_runs(runs);
-  const Table t = compare_table(runs);
-  std::string md = "# " + title + "\n\n|";
-  for (const auto& h : t.header) md += " " + h + " |";
-  md += "\n|";
-  for (size_t j = 0; j < t.header.size(); ++j) md += j == 0 ? "---|" : "---:|";
-  md += "\n";
-  for (size_t i = 0; i < runs.size(); ++i) {
-    md += "| " + runs[i].name + " |";
-    for (size_t j = 0; j < t.cells[i].size(); ++j) md += t.best[i][j] ? " **" + t.cells[i][j] + "** |" : " " + t.cells[i][j] + " |";
-    md += "\n";
-  }
-  md += "\nVerification columns: accuracy (%) of the 10-fold protocol; best of each column in bold.\n";
-  return md;
+  const std::vector<EvalMetrics> metrics = read_runs(runs);
+  return "# " + title + "\n\n" + table_markdown(compare_table(runs, metrics)) + "\n" + kCompareNote + "\n";
 }
 
 void write_compare_reports(const std::string& dir, const std::vector<RunMetrics>& runs, const std::string& title) {
-  check_runs(runs);
+  const std::string html = compare_html(runs, title), md = compare_markdown(runs, title);
   fs::create_directories(dir);
   const fs::path d(dir);
   json::Value all = json::Value::object(), by_name = json::Value::object();
   for (const auto& r : runs) by_name.set(r.name, r.metrics);
   all.set("runs", by_name);
   json::write_file((d / "comparison.json").string(), all);
-  write_file_atomic((d / "report.html").string(), compare_html(runs, title));
-  write_file_atomic((d / "summary.md").string(), compare_markdown(runs, title));
+  write_file_atomic((d / "report.html").string(), html);
+  write_file_atomic((d / "summary.md").string(), md);
 }
 
 }  // namespace idsynth::eval

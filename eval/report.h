@@ -1,33 +1,35 @@
 // Human-readable reports of `idsynth eval` results: next to metrics.json, a self-contained
-// report.html (inline SVG and inline base64 JPEG thumbnails, no scripts, no external files) and a
-// Markdown summary; and the side-by-side comparison of several runs (`idsynth eval report`).
+// report.html (inline SVG charts and inline base64 JPEG thumbnails, no scripts, no external files) and
+// a Markdown summary; and the side-by-side comparison of several runs (`idsynth eval report`).
 //
-// The input is the metrics.json object the eval commands write: verification entries keyed by pack
-// stem (accuracy, std, best_thresholds, tar_at_far, xnorm, roc{fpr,tpr}), and optional "idsim"
-// (eval/id_similarity.h: statistics, histogram, face thumbnails), "fid" and "lpips" entries.
-// Unknown keys are listed as plain values.
+// Every entry of metrics.json is read through its metric's from_json (eval/metrics_file.h says which
+// metric an entry is), and each metric has its own report section, in HTML and in Markdown:
+// verification (table and ROC curves), ID similarity (statistics, histogram, per-identity table, face
+// grid), FID and LPIPS (a row each of the generation metrics). Entries that are no metric are listed
+// as plain values.
 #pragma once
 
 #include <string>
 #include <vector>
 
 #include "core/json.h"
+#include "eval/metrics_file.h"
 
 namespace idsynth::eval {
 
 // Standard base64 (RFC 4648, with '=' padding), for data: URIs.
 std::string base64_encode(const std::string& bytes);
 
-// The ROC curves of all verification entries as one inline <svg> (FPR on x, TPR on y).
-std::string roc_svg(const json::Value& metrics);
+// The ROC curves (FPR on x, TPR on y) of the named entries that have one, as one inline <svg>.
+std::string roc_svg(const json_fields::Keyed<const VerificationMetrics*>& entries);
 
-// One inline <svg> with the similarity histogram of each named "idsim" entry overlaid, as the
-// fraction of images per bin (so runs of different sizes compare).
-std::string histogram_svg(const std::vector<std::pair<std::string, const json::Value*>>& idsim_entries);
+// One inline <svg> with the similarity histogram of each named entry overlaid, as the fraction of
+// images per bin (so runs of different sizes compare).
+std::string histogram_svg(const json_fields::Keyed<const IdSimMetrics*>& entries);
 
-// A table of face thumbnails of an "idsim" entry: one row per identity, each image with its cosine.
-// Empty when the entry holds no faces.
-std::string face_grid_html(const json::Value& idsim);
+// A table of face thumbnails: one row per identity, each image with its cosine. Empty when the entry
+// holds no faces.
+std::string face_grid_html(const IdSimMetrics& idsim);
 
 std::string report_html(const json::Value& metrics, const std::string& title);
 std::string report_markdown(const json::Value& metrics, const std::string& title);
@@ -41,9 +43,13 @@ struct RunMetrics {
   json::Value metrics;  // a metrics.json object (several merged when a run names several folders)
 };
 
-// <dir>/metrics.json of an eval run; one-line errors for a missing file, bad JSON, or a value that
-// is not a metrics object.
+// <dir>/metrics.json of an eval run, every entry checked by its metric's reader; one-line errors for
+// a missing file, bad JSON, an entry that is not an object, or a field a metric needs.
 json::Value read_run_metrics(const std::string& dir);
+
+// Adds <dir>/metrics.json to the run `name`: a new run, or more entries of one named before (its
+// verify, idsim, fid and lpips folders). An entry that an earlier folder of the run gave is an error.
+void add_run_metrics(std::vector<RunMetrics>& runs, const std::string& name, const std::string& dir);
 
 // Table like the paper's (rows = runs; columns = verification benchmarks in the paper's order, their
 // average, ID similarity, FID, LPIPS; best value of each column in bold), ROC curves per benchmark

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 
 #include "core/check.h"
@@ -269,6 +270,46 @@ VerificationResult evaluate_embeddings(const at::Tensor& raw, const at::Tensor& 
   VerificationResult res = evaluate_distances(pair_distances(normalized), issame, options);
   res.xnorm = xnorm(raw, raw_flip);
   return res;
+}
+
+// ---- metrics.json ------------------------------------------------------------------------------
+
+std::string far_label(double far) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.0e", far);
+  return buf;
+}
+
+const VerificationMetrics::Tar* VerificationMetrics::tar_at(double far_target) const {
+  if (!tar_at_far) return nullptr;
+  const std::string key = far_label(far_target);
+  for (const auto& [label, t] : *tar_at_far)
+    if (label == key) return &t;
+  return nullptr;
+}
+
+VerificationMetrics VerificationMetrics::from_json(const json::Value& entry, const std::string& where) {
+  VerificationMetrics m = json_fields::read<VerificationMetrics>(entry, where);
+  if (m.roc)
+    IDSYNTH_CHECK(m.roc->tpr.size() == m.roc->fpr.size() && m.roc->thresholds.size() == m.roc->fpr.size(), where,
+                  ": roc: expected thresholds, tpr and fpr of one length, found ", m.roc->thresholds.size(), ", ",
+                  m.roc->tpr.size(), " and ", m.roc->fpr.size());
+  return m;
+}
+
+VerificationMetrics verification_metrics(const VerificationResult& r, bool flip, int64_t pairs) {
+  VerificationMetrics m;
+  m.accuracy = r.accuracy;
+  m.std = r.std;
+  m.best_thresholds = r.best_thresholds();
+  m.fold_accuracies = r.fold_accuracies;
+  m.tar_at_far.emplace();
+  for (const auto& t : r.tar_at_far) m.tar_at_far->push_back({far_label(t.far_target), {t.tar, t.far, t.threshold}});
+  m.xnorm = r.xnorm;
+  m.flip = flip;
+  m.pairs = pairs;
+  m.roc = VerificationMetrics::Roc{r.thresholds, r.tpr, r.fpr};
+  return m;
 }
 
 }  // namespace idsynth::eval

@@ -13,9 +13,13 @@
 #include <ATen/Tensor.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "core/json.h"
+#include "core/json_fields.h"
 
 namespace idsynth::eval {
 
@@ -96,5 +100,65 @@ VerificationResult evaluate_embeddings(const at::Tensor& raw, const at::Tensor& 
 // TAR at each target FAR, as defined at TarAtFar.
 std::vector<TarAtFar> tar_at_far(const std::vector<double>& dist, const std::vector<bool>& issame,
                                  const std::vector<double>& far_targets);
+
+// ---- metrics.json ------------------------------------------------------------------------------
+
+// The key of a FAR target in tar_at_far and in the printed lines: "%.0e", so 1e-3 is "1e-03".
+std::string far_label(double far);
+
+// One benchmark's entry in metrics.json, keyed there by the pack's file stem ("lfw"). Only accuracy
+// and std are required: an entry written by hand (a paper's published numbers, for `eval report`)
+// may hold just those; `idsynth eval verify` writes every field.
+struct VerificationMetrics {
+  struct Tar {
+    double tar = 0.0, far = 0.0, threshold = 0.0;
+    template <class Self, class F>
+    static void fields(Self& m, F& f) {
+      f("tar", m.tar);
+      f("far", m.far);
+      f("threshold", m.threshold);
+    }
+  };
+  struct Roc {
+    std::vector<double> thresholds, tpr, fpr;  // per threshold
+    template <class Self, class F>
+    static void fields(Self& m, F& f) {
+      f("thresholds", m.thresholds);
+      f("tpr", m.tpr);
+      f("fpr", m.fpr);
+    }
+  };
+
+  double accuracy = 0.0;  // fraction, mean over folds
+  double std = 0.0;
+  std::optional<std::vector<double>> best_thresholds;  // per fold
+  std::optional<std::vector<double>> fold_accuracies;
+  std::optional<json_fields::Keyed<Tar>> tar_at_far;   // keyed by far_label(target)
+  std::optional<double> xnorm;
+  std::optional<bool> flip;
+  std::optional<int64_t> pairs;
+  std::optional<Roc> roc;
+
+  template <class Self, class F>
+  static void fields(Self& m, F& f) {
+    f("accuracy", m.accuracy);
+    f("std", m.std);
+    f("best_thresholds", m.best_thresholds);
+    f("fold_accuracies", m.fold_accuracies);
+    f("tar_at_far", m.tar_at_far);
+    f("xnorm", m.xnorm);
+    f("flip", m.flip);
+    f("pairs", m.pairs);
+    f("roc", m.roc);
+  }
+  json::Value to_json() const { return json_fields::write(*this); }
+  // Also checks that the ROC arrays are of one length.
+  static VerificationMetrics from_json(const json::Value& entry, const std::string& where);
+  // The TAR at this FAR target; nullptr when the entry has none.
+  const Tar* tar_at(double far_target) const;
+};
+
+// The entry for a protocol run: `flip` and `pairs` describe how it was run.
+VerificationMetrics verification_metrics(const VerificationResult& result, bool flip, int64_t pairs);
 
 }  // namespace idsynth::eval

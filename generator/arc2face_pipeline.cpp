@@ -27,16 +27,6 @@ std::string join_or(const std::vector<std::string>& paths) {
   return s;
 }
 
-// `dir`/config.json must exist; returns the first existing weights file of `names`.
-std::string weights_in(const std::string& dir, const std::vector<std::string>& names, const char* part) {
-  std::vector<std::string> tried;
-  for (const auto& n : names) {
-    tried.push_back(dir + "/" + n);
-    if (file_exists(tried.back())) return tried.back();
-  }
-  fail(join_or(tried), ": missing (", part, " weights)");
-}
-
 }  // namespace
 
 Arc2FaceModelPaths Arc2FaceModelPaths::resolve(const std::string& model_dir, const std::string& base_dir) {
@@ -45,12 +35,10 @@ Arc2FaceModelPaths Arc2FaceModelPaths::resolve(const std::string& model_dir, con
   Arc2FaceModelPaths p;
   const std::string m = model_dir, b = base_dir;
   // 1. UNet and text encoder: diffusers names first, then the Arc2Face download's names.
-  const std::vector<std::string> unet_dirs = {m + "/unet", m + "/arc2face"};
-  p.unet_dir = first_with(unet_dirs, "config.json");
-  IDSYNTH_CHECK(!p.unet_dir.empty(), join_or({m + "/unet/config.json", m + "/arc2face/config.json"}), ": missing (UNet config)");
-  const std::vector<std::string> te_dirs = {m + "/text_encoder", m + "/encoder"};
-  p.text_encoder_dir = first_with(te_dirs, "config.json");
-  IDSYNTH_CHECK(!p.text_encoder_dir.empty(), join_or({m + "/text_encoder/config.json", m + "/encoder/config.json"}),
+  const std::string unet_dir = first_with({m + "/unet", m + "/arc2face"}, "config.json");
+  IDSYNTH_CHECK(!unet_dir.empty(), join_or({m + "/unet/config.json", m + "/arc2face/config.json"}), ": missing (UNet config)");
+  const std::string te_dir = first_with({m + "/text_encoder", m + "/encoder"}, "config.json");
+  IDSYNTH_CHECK(!te_dir.empty(), join_or({m + "/text_encoder/config.json", m + "/encoder/config.json"}),
                 ": missing (text encoder config)");
   // 2. VAE and scheduler: the model folder, else the SD-1.5 base folder.
   std::vector<std::string> vae_dirs = {m + "/vae"}, sched_dirs = {m + "/scheduler"};
@@ -58,8 +46,8 @@ Arc2FaceModelPaths Arc2FaceModelPaths::resolve(const std::string& model_dir, con
     vae_dirs.push_back(b + "/vae");
     sched_dirs.push_back(b + "/scheduler");
   }
-  p.vae_dir = first_with(vae_dirs, "config.json");
-  if (p.vae_dir.empty()) {
+  const std::string vae_dir = first_with(vae_dirs, "config.json");
+  if (vae_dir.empty()) {
     std::vector<std::string> want;
     for (const auto& d : vae_dirs) want.push_back(d + "/config.json");
     fail(join_or(want), ": missing (VAE config", b.empty() ? "; an Arc2Face download needs --base-dir with SD-1.5's vae/" : "", ")");
@@ -73,17 +61,14 @@ Arc2FaceModelPaths Arc2FaceModelPaths::resolve(const std::string& model_dir, con
   }
   p.scheduler_config = sched_dir + "/scheduler_config.json";
   // 3. weight files
-  p.unet_config = p.unet_dir + "/config.json";
-  p.unet_weights = weights_in(p.unet_dir, {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"}, "UNet");
-  p.text_encoder_config = p.text_encoder_dir + "/config.json";
-  p.text_encoder_weights = weights_in(p.text_encoder_dir, {"model.safetensors", "pytorch_model.bin"}, "text encoder");
-  p.vae_config = p.vae_dir + "/config.json";
-  p.vae_weights = weights_in(p.vae_dir, {"diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin"}, "VAE");
+  p.unet = locate_component(unet_dir, Component::kUNet);
+  p.text_encoder = locate_component(te_dir, Component::kTextEncoder);
+  p.vae = locate_component(vae_dir, Component::kVAE);
   return p;
 }
 
 std::vector<std::string> Arc2FaceModelPaths::files() const {
-  return {unet_config, unet_weights, text_encoder_config, text_encoder_weights, vae_config, vae_weights, scheduler_config};
+  return {unet.config, unet.weights, text_encoder.config, text_encoder.weights, vae.config, vae.weights, scheduler_config};
 }
 
 // =============================================================================================
@@ -108,9 +93,9 @@ Arc2FacePipeline::Arc2FacePipeline(CLIPTextModel text_encoder, UNet2DCondition u
 Arc2FacePipeline Arc2FacePipeline::load(const Arc2FaceModelPaths& paths, const PipelineOptions& options) {
   log::Stopwatch watch;
   auto scheduler = load_scheduler(options.scheduler, paths.scheduler_config);
-  auto text_encoder = load_clip_text_model(paths.text_encoder_dir, options.device, options.dtype);
-  auto unet = load_unet(paths.unet_dir, options.device, options.dtype);
-  auto vae = load_vae(paths.vae_dir, options.device, options.dtype);
+  auto text_encoder = load_clip_text_model(paths.text_encoder, options.device, options.dtype);
+  auto unet = load_unet(paths.unet, options.device, options.dtype);
+  auto vae = load_vae(paths.vae, options.device, options.dtype);
   Arc2FacePipeline pipe(std::move(text_encoder), std::move(unet), std::move(vae), std::move(scheduler), options);
   LOG_INF("loading Arc2Face pipeline completed, taking ", watch.seconds(), " s (scheduler ", pipe.scheduler().name(), ")");
   return pipe;

@@ -27,10 +27,7 @@ namespace idsynth::generator {
 //      scheduler/ taken from a Stable Diffusion 1.5 folder (`base_dir`).
 // Parts in model_dir win; vae/ and scheduler/ fall back to base_dir.
 struct Arc2FaceModelPaths {
-  std::string unet_dir, text_encoder_dir, vae_dir;
-  std::string unet_config, unet_weights;
-  std::string text_encoder_config, text_encoder_weights;
-  std::string vae_config, vae_weights;
+  ComponentFiles unet, text_encoder, vae;
   std::string scheduler_config;
 
   // Checks that every file exists; a missing one is one error naming that file.

@@ -341,18 +341,10 @@ at::Tensor AutoencoderKLImpl::decode(const at::Tensor& z) {
   return decoder(x).contiguous();
 }
 
-AutoencoderKL load_vae(const std::string& folder, c10::Device device, c10::ScalarType dtype) {
+AutoencoderKL load_vae(const ComponentFiles& files, c10::Device device, c10::ScalarType dtype) {
   log::Stopwatch watch;
-  const std::string config_path = (fs::path(folder) / "config.json").string();
-  IDSYNTH_CHECK(fs::is_regular_file(config_path), config_path,
-                ": not found (expected the diffusers AutoencoderKL config.json of folder ", folder, ")");
-  AutoencoderKLConfig config = AutoencoderKLConfig::from_file(config_path);
-  std::string weights_path = (fs::path(folder) / "diffusion_pytorch_model.safetensors").string();
-  if (!fs::is_regular_file(weights_path)) {
-    const std::string bin = (fs::path(folder) / "diffusion_pytorch_model.bin").string();
-    IDSYNTH_CHECK(fs::is_regular_file(bin), weights_path, ": not found (nor ", bin, "): expected the VAE weights");
-    weights_path = bin;
-  }
+  const std::string& weights_path = files.weights;
+  AutoencoderKLConfig config = AutoencoderKLConfig::from_file(files.config);
   AutoencoderKL vae(std::move(config));
   vae->to(device, dtype);
   const TensorDict weights = read_weights(weights_path);
@@ -361,6 +353,10 @@ AutoencoderKL load_vae(const std::string& folder, c10::Device device, c10::Scala
   LOG_INF("loaded VAE from ", weights_path, ": ", count_parameters(*vae), " parameters, ", dtype_string(dtype), " on ",
           device.str(), ", taking ", watch.seconds(), " s");
   return vae;
+}
+
+AutoencoderKL load_vae(const std::string& folder, c10::Device device, c10::ScalarType dtype) {
+  return load_vae(locate_component(folder, Component::kVAE), device, dtype);
 }
 
 }  // namespace idsynth::generator

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/json.h"
+#include "generator/model_files.h"
 #include "generator/nn_blocks.h"
 
 namespace idsynth::generator {
@@ -159,6 +160,8 @@ TORCH_MODULE(AutoencoderKL);
 
 // Builds the VAE from `folder`/config.json and loads `folder`/diffusion_pytorch_model.safetensors
 // (or .bin) strictly. Logs parameter count and load time.
+AutoencoderKL load_vae(const ComponentFiles& files, c10::Device device = c10::kCPU, c10::ScalarType dtype = c10::kFloat);
+// The same for a component folder (locate_component).
 AutoencoderKL load_vae(const std::string& folder, c10::Device device = c10::kCPU, c10::ScalarType dtype = c10::kFloat);
 
 }  // namespace idsynth::generator

@@ -206,15 +206,10 @@ CLIPTextOutput CLIPTextModelImpl::forward_embeds(const torch::Tensor& input_ids,
   return text_model->forward(input_ids, token_embeds);
 }
 
-CLIPTextModel load_clip_text_model(const std::string& folder, c10::Device device, c10::ScalarType dtype) {
+CLIPTextModel load_clip_text_model(const ComponentFiles& files, c10::Device device, c10::ScalarType dtype) {
   log::Stopwatch watch;
-  const std::string config_path = folder + "/config.json";
-  IDSYNTH_CHECK(file_exists(config_path), config_path, ": missing (CLIP text encoder config)");
-  std::string weights_path = folder + "/model.safetensors";
-  if (!file_exists(weights_path)) weights_path = folder + "/pytorch_model.bin";
-  IDSYNTH_CHECK(file_exists(weights_path), folder,
-                ": missing CLIP text encoder weights: expected model.safetensors or pytorch_model.bin");
-  CLIPTextModel model(CLIPTextConfig::from_file(config_path));
+  const std::string& weights_path = files.weights;
+  CLIPTextModel model(CLIPTextConfig::from_file(files.config));
   LoadOptions options;
   // transformers < 4.31 saved the position ids as a persistent buffer (Arc2Face's encoder has it).
   options.ignore_unexpected = {"text_model.embeddings.position_ids"};
@@ -223,6 +218,10 @@ CLIPTextModel load_clip_text_model(const std::string& folder, c10::Device device
   model->eval();
   LOG_INF("loading CLIP text encoder ", weights_path, " completed, taking ", watch.seconds(), " s");
   return model;
+}
+
+CLIPTextModel load_clip_text_model(const std::string& folder, c10::Device device, c10::ScalarType dtype) {
+  return load_clip_text_model(locate_component(folder, Component::kTextEncoder), device, dtype);
 }
 
 }  // namespace idsynth::generator

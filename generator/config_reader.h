@@ -1,6 +1,7 @@
 // Reading a reference config.json into a config struct the way diffusers' from_config and
 // transformers' from_pretrained do: keys present in the file override the struct's defaults, keys
-// left at their defaults are logged at DEBUG, keys the struct does not know are reported once.
+// left at their defaults are logged at DEBUG, keys the struct does not know are a warning (a key
+// idsynth does not read may change what the reference would compute).
 // Header-only so every config struct in generator/ shares it.
 #pragma once
 
@@ -74,7 +75,7 @@ class ConfigReader {
       if (used_.count(key) || ignored_.count(key) || (!key.empty() && key[0] == '_')) continue;
       unknown += (unknown.empty() ? "" : ", ") + key;
     }
-    if (!unknown.empty()) LOG_DBG(source_, ": keys not used by ", what, ": ", unknown);
+    if (!unknown.empty()) LOG_WRN(source_, ": keys not used by ", what, ": ", unknown);
     if (!defaulted_.empty()) LOG_DBG(source_, ": ", what, " keys left at their defaults: ", defaulted_);
   }
 

@@ -83,28 +83,6 @@ json::Value scheduler_json() {
     "set_alpha_to_one": false, "clip_sample": false})");
 }
 
-// A small IResNet: random weights, then BatchNorm running statistics taken from one batch of noise
-// images (momentum 1), so activations keep their scale and embeddings vary with the input.
-void write_recognizer(const fs::path& path, int64_t num_features, int64_t seed) {
-  recognition::IResNetConfig c;
-  c.layers = {1, 1, 1, 1};
-  c.widths = {8, 8, 16, 16};
-  c.num_features = num_features;
-  c.check();
-  torch::manual_seed(static_cast<uint64_t>(seed) * 3 + 4);
-  recognition::IResNet net(c);
-  torch::NoGradGuard no_grad;
-  for (auto& m : net->modules(/*include_self=*/false)) {
-    if (auto* bn2 = m->as<torch::nn::BatchNorm2d>()) bn2->options.momentum(1.0);
-    if (auto* bn1 = m->as<torch::nn::BatchNorm1d>()) bn1->options.momentum(1.0);
-  }
-  auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(seed) * 3 + 5);
-  net->train();
-  net->forward(at::rand({16, 3, 112, 112}, gen) * 2.0 - 1.0);
-  net->eval();
-  save_safetensors(path.string(), module_state(*net), {{"format", "pt"}});
-}
-
 void write_json(const fs::path& path, const json::Value& v) {
   fs::create_directories(path.parent_path());
   json::write_file(path.string(), v);
@@ -183,7 +161,7 @@ std::string write_random_model(const std::string& out_dir, const ModelInitOption
       "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
       "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]})"));
   }
-  if (o.with_recognizer) write_recognizer(root / "recognizer.safetensors", o.text_hidden_size, o.seed);
+  if (o.with_recognizer) recognition::write_random_iresnet((root / "recognizer.safetensors").string(), o.text_hidden_size, o.seed);
   return cat(o.layout, " layout, ", o.size, ": UNet ", count_parameters(*unet_model), " parameters, text encoder ",
              count_parameters(*text_model), " (hidden ", text.hidden_size, "), VAE ", count_parameters(*vae_model),
              "; images ", *unet.sample_size * vae.spatial_factor(), "x", *unet.sample_size * vae.spatial_factor(), " by default");

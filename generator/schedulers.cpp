@@ -490,20 +490,45 @@ torch::Tensor EulerDiscreteScheduler::step(const torch::Tensor& model_output, in
 // =============================================================================================
 // Factory
 
+namespace {
+// The one list of schedulers: idsynth's name, another accepted spelling, diffusers' class name.
+struct SchedulerKind {
+  const char* name;
+  const char* alias;
+  const char* diffusers_class;
+};
+constexpr SchedulerKind kSchedulerKinds[] = {
+    {"dpmsolver++", "dpm", "DPMSolverMultistepScheduler"},
+    {"ddim", "ddim", "DDIMScheduler"},
+    {"euler", "euler", "EulerDiscreteScheduler"},
+};
+
+std::string canonical_kind(const std::string& kind, const std::string& source) {
+  std::string names, classes;
+  for (const auto& k : kSchedulerKinds) {
+    if (kind == k.name || kind == k.alias || kind == k.diffusers_class) return k.name;
+    names += cat(names.empty() ? "" : ", ", k.name);
+    classes += cat(classes.empty() ? "" : ", ", k.diffusers_class);
+  }
+  fail(source, ": scheduler '", kind, "' is not supported: expected one of ", names, " (or the diffusers class names ",
+       classes, ")");
+}
+}  // namespace
+
 const std::vector<std::string>& scheduler_kinds() {
-  static const std::vector<std::string> kinds = {"dpmsolver++", "ddim", "euler"};
+  static const std::vector<std::string> kinds = [] {
+    std::vector<std::string> v;
+    for (const auto& k : kSchedulerKinds) v.emplace_back(k.name);
+    return v;
+  }();
   return kinds;
 }
 
-namespace {
-std::string canonical_kind(const std::string& kind, const std::string& source) {
-  if (kind == "dpmsolver++" || kind == "dpm" || kind == "DPMSolverMultistepScheduler") return "dpmsolver++";
-  if (kind == "ddim" || kind == "DDIMScheduler") return "ddim";
-  if (kind == "euler" || kind == "EulerDiscreteScheduler") return "euler";
-  fail(source, ": scheduler '", kind, "' is not supported: expected one of dpmsolver++, ddim, euler",
-       " (or the diffusers class names DPMSolverMultistepScheduler, DDIMScheduler, EulerDiscreteScheduler)");
+std::string scheduler_kinds_text() {
+  std::string text;
+  for (const auto& k : scheduler_kinds()) text += (text.empty() ? "" : " | ") + k;
+  return text;
 }
-}  // namespace
 
 std::unique_ptr<Scheduler> make_scheduler(const std::string& kind, const json::Value& config, const std::string& source) {
   std::string k = kind;

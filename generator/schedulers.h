@@ -164,8 +164,11 @@ class EulerDiscreteScheduler : public Scheduler {
   torch::Tensor sigmas_;  // [n + 1] float32
 };
 
-// The accepted scheduler kinds: "dpmsolver++", "ddim", "euler" (diffusers class names work too).
+// The accepted scheduler kinds: "dpmsolver++", "ddim", "euler" (diffusers class names work too);
+// the one list configs and command-line help take them from.
 const std::vector<std::string>& scheduler_kinds();
+// "dpmsolver++ | ddim | euler", for help texts.
+std::string scheduler_kinds_text();
 // Builds `kind` from a diffusers scheduler config, as `<Class>.from_config(config)` does: keys the
 // file has override the class defaults, the rest stay at the class defaults (so SD-1.5's PNDM file
 // gives DPM-Solver++ linspace spacing, as Arc2Face ends up with). An empty kind uses the file's

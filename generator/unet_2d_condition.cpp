@@ -475,19 +475,10 @@ int64_t count_parameters(const torch::nn::Module& module) {
   return n;
 }
 
-UNet2DCondition load_unet(const std::string& folder, c10::Device device, c10::ScalarType dtype) {
+UNet2DCondition load_unet(const ComponentFiles& files, c10::Device device, c10::ScalarType dtype) {
   log::Stopwatch watch;
-  const std::string config_path = (fs::path(folder) / "config.json").string();
-  IDSYNTH_CHECK(fs::is_regular_file(config_path), config_path,
-                ": not found (expected the diffusers UNet2DConditionModel config.json of folder ", folder, ")");
-  UNet2DConditionConfig config = UNet2DConditionConfig::from_file(config_path);
-
-  std::string weights_path = (fs::path(folder) / "diffusion_pytorch_model.safetensors").string();
-  if (!fs::is_regular_file(weights_path)) {
-    const std::string bin = (fs::path(folder) / "diffusion_pytorch_model.bin").string();
-    IDSYNTH_CHECK(fs::is_regular_file(bin), weights_path, ": not found (nor ", bin, "): expected the UNet weights");
-    weights_path = bin;
-  }
+  const std::string& weights_path = files.weights;
+  UNet2DConditionConfig config = UNet2DConditionConfig::from_file(files.config);
   UNet2DCondition unet(std::move(config));
   unet->to(device, dtype);
   const TensorDict weights = read_weights(weights_path);
@@ -496,6 +487,10 @@ UNet2DCondition load_unet(const std::string& folder, c10::Device device, c10::Sc
   LOG_INF("loaded UNet from ", weights_path, ": ", count_parameters(*unet), " parameters, ", dtype_string(dtype), " on ",
           device.str(), ", taking ", watch.seconds(), " s");
   return unet;
+}
+
+UNet2DCondition load_unet(const std::string& folder, c10::Device device, c10::ScalarType dtype) {
+  return load_unet(locate_component(folder, Component::kUNet), device, dtype);
 }
 
 }  // namespace idsynth::generator

@@ -2,12 +2,15 @@
 #include "recognition/iresnet.h"
 
 #include <ATen/Context.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/utils.h>
 
 #include <mutex>
 #include <sstream>
 
 #include "core/check.h"
 #include "core/log.h"
+#include "core/safetensors.h"
 #include "core/weights.h"
 
 namespace idsynth::recognition {
@@ -268,6 +271,26 @@ IResNet load_iresnet(const std::string& path, c10::Device device, bool fp16) {
   TensorDict weights = read_weights(path);
   if (weights.source().empty()) weights.set_source(path);
   return make_iresnet(weights, device, fp16);
+}
+
+void write_random_iresnet(const std::string& path, int64_t num_features, int64_t seed) {
+  IResNetConfig c;
+  c.layers = {1, 1, 1, 1};
+  c.widths = {8, 8, 16, 16};
+  c.num_features = num_features;
+  c.check();
+  torch::manual_seed(static_cast<uint64_t>(seed) * 3 + 4);
+  IResNet net(c);
+  torch::NoGradGuard no_grad;
+  for (auto& m : net->modules(/*include_self=*/false)) {
+    if (auto* bn2 = m->as<torch::nn::BatchNorm2d>()) bn2->options.momentum(1.0);
+    if (auto* bn1 = m->as<torch::nn::BatchNorm1d>()) bn1->options.momentum(1.0);
+  }
+  auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(seed) * 3 + 5);
+  net->train();
+  net->forward(at::rand({16, 3, 112, 112}, gen) * 2.0 - 1.0);
+  net->eval();
+  save_safetensors(path, module_state(*net), {{"format", "pt"}});
 }
 
 }  // namespace idsynth::recognition

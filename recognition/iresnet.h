@@ -97,4 +97,9 @@ IResNet load_iresnet(const std::string& path, c10::Device device, bool fp16 = fa
 // The same from tensors already read.
 IResNet make_iresnet(const TensorDict& weights, c10::Device device, bool fp16 = false);
 
+// A narrow random IResNet (layers 1-1-1-1, widths 8-8-16-16) written as safetensors with
+// arcface_torch names, for offline runs: its BatchNorm statistics come from one batch of noise images
+// (momentum 1), so activations keep their scale and embeddings vary with the input.
+void write_random_iresnet(const std::string& path, int64_t num_features, int64_t seed);
+
 }  // namespace idsynth::recognition

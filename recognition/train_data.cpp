@@ -3,7 +3,6 @@
 #include "recognition/train_data.h"
 
 #include <ATen/ATen.h>
-#include <hdf5.h>
 #include <opencv2/imgproc.hpp>
 #include <tbb/parallel_for.h>
 
@@ -18,8 +17,10 @@
 
 #include "core/check.h"
 #include "core/file_util.h"
-#include "core/image.h"
 #include "core/log.h"
+#include "formats/image.h"
+#include "formats/recordio.h"
+#include "formats/shard_file.h"
 
 namespace idsynth::recognition {
 
@@ -28,8 +29,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr int kSize = 112;                   // training crop side
-constexpr uint32_t kRecMagic = 0xced7230a;   // dmlc RecordIO record magic
-constexpr size_t kIRHeaderBytes = 24;        // IRHeader 'IfQQ': flag, label, id, id2
 
 // SplitMix64: the seed mixer and the per-sample generator.
 uint64_t splitmix64(uint64_t& state) {
@@ -60,215 +59,65 @@ class Rng {
 };
 
 // ---------------------------------------------------------------------------------------------
-// HDF5 shard
-
-// The HDF5 library is built thread-safe, but calls are serialised anyway; one lock keeps it plain.
-std::mutex& hdf5_mutex() {
-  static std::mutex m;
-  return m;
-}
+// Sources: the readers of formats/ behind the ImageSource interface
 
 class ShardSource : public ImageSource {
  public:
-  ShardSource(const std::string& path, const std::string& image) : path_(path) {
-    std::lock_guard<std::mutex> lock(hdf5_mutex());
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // errors are reported here, not printed by HDF5
-    file_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-    IDSYNTH_CHECK(file_ >= 0, path, ": expected an HDF5 shard, could not open it");
-    const bool has_aligned = H5Lexists(file_, "aligned", H5P_DEFAULT) > 0;
-    const bool has_images = H5Lexists(file_, "images", H5P_DEFAULT) > 0;
-    std::string name = image;
-    if (name == "auto") name = has_aligned ? "aligned" : "images";
-    IDSYNTH_CHECK(name == "aligned" ? has_aligned : has_images, path, ": dataset '", name,
-                  "': expected variable-length JPEG bytes, not in the shard (data.image: ", image, ")");
-    IDSYNTH_CHECK(H5Lexists(file_, "labels", H5P_DEFAULT) > 0, path, ": dataset 'labels': expected int64 [N], not found");
-    // labels
-    const hid_t labels = H5Dopen2(file_, "labels", H5P_DEFAULT);
-    const int64_t n = extent(labels, "labels");
-    labels_.resize(static_cast<size_t>(n));
-    if (n > 0)
-      IDSYNTH_CHECK(H5Dread(labels, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels_.data()) >= 0, path,
-                    ": dataset 'labels': expected integers, could not read them");
-    H5Dclose(labels);
-    // images
-    images_ = H5Dopen2(file_, name.c_str(), H5P_DEFAULT);
-    const int64_t m = extent(images_, name.c_str());
-    IDSYNTH_CHECK(m == n, path, ": dataset '", name, "': expected ", n, " images (one per label), found ", m);
-    const hid_t ftype = H5Dget_type(images_);
-    const bool vlen = H5Tget_class(ftype) == H5T_VLEN;
-    H5Tclose(ftype);
-    IDSYNTH_CHECK(vlen, path, ": dataset '", name, "': expected variable-length uint8 (JPEG bytes), found another type");
-    memtype_ = H5Tvlen_create(H5T_NATIVE_UCHAR);
-    image_name_ = name;
-  }
-  ~ShardSource() override {
-    std::lock_guard<std::mutex> lock(hdf5_mutex());
-    if (memtype_ >= 0) H5Tclose(memtype_);
-    if (images_ >= 0) H5Dclose(images_);
-    if (file_ >= 0) H5Fclose(file_);
-  }
-  const std::string& path() const override { return path_; }
-  int64_t size() const override { return static_cast<int64_t>(labels_.size()); }
-  const std::vector<int64_t>& labels() const override { return labels_; }
-
-  std::string read(int64_t i) override {
-    std::lock_guard<std::mutex> lock(hdf5_mutex());
-    const hid_t fspace = H5Dget_space(images_);
-    const hsize_t start = static_cast<hsize_t>(i), count = 1;
-    H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, nullptr, &count, nullptr);
-    const hid_t mspace = H5Screate_simple(1, &count, nullptr);
-    hvl_t vl{0, nullptr};
-    const herr_t rc = H5Dread(images_, memtype_, mspace, fspace, H5P_DEFAULT, &vl);
-    std::string bytes;
-    if (rc >= 0 && vl.p != nullptr) bytes.assign(static_cast<const char*>(vl.p), vl.len);
-    if (rc >= 0) H5Dvlen_reclaim(memtype_, mspace, H5P_DEFAULT, &vl);
-    H5Sclose(mspace);
-    H5Sclose(fspace);
-    IDSYNTH_CHECK(rc >= 0, path_, ": dataset '", image_name_, "'[", i, "]: could not read the image bytes");
-    return bytes;
-  }
+  ShardSource(const std::string& path, const std::string& image) : reader_(path, image) {}
+  const std::string& path() const override { return reader_.path(); }
+  int64_t size() const override { return static_cast<int64_t>(reader_.labels().size()); }
+  const std::vector<int64_t>& labels() const override { return reader_.labels(); }
+  std::string read(int64_t i) override { return reader_.read(i); }
 
  private:
-  int64_t extent(hid_t dset, const char* name) {
-    const hid_t space = H5Dget_space(dset);
-    const int rank = H5Sget_simple_extent_ndims(space);
-    hsize_t dims[2] = {0, 0};
-    if (rank == 1) H5Sget_simple_extent_dims(space, dims, nullptr);
-    H5Sclose(space);
-    IDSYNTH_CHECK(rank == 1, path_, ": dataset '", name, "': expected 1 dimension, found ", rank);
-    return static_cast<int64_t>(dims[0]);
-  }
-
-  std::string path_;
-  std::string image_name_;
-  hid_t file_ = -1;
-  hid_t images_ = -1;
-  hid_t memtype_ = -1;
-  std::vector<int64_t> labels_;
+  formats::ShardImageReader reader_;
 };
 
-// ---------------------------------------------------------------------------------------------
-// RecordIO
-
-uint32_t load_u32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-
+// insightface's MXFaceDataset: when record 0 is a header (flag > 0), its label holds the end of the
+// image keys 1 .. label − 1; otherwise every record is an image.
 class RecordIOSource : public ImageSource {
  public:
-  RecordIOSource(const std::string& rec, const std::string& idx) : path_(rec), map_(rec) {
-    // 1. the index: "<key>\t<offset>" lines
-    std::map<int64_t, uint64_t> offsets;
-    std::istringstream in(read_text_file(idx));
-    std::string line;
-    int64_t line_no = 0;
-    while (std::getline(in, line)) {
-      ++line_no;
-      if (line.empty()) continue;
-      std::istringstream ls(line);
-      int64_t key = -1;
-      uint64_t off = 0;
-      IDSYNTH_CHECK(static_cast<bool>(ls >> key >> off), idx, ": line ", line_no,
-                    ": expected '<key>\\t<offset>', found '", line, "'");
-      IDSYNTH_CHECK(off < map_.size(), idx, ": line ", line_no, ": offset ", off, " beyond ", rec, " (", map_.size(),
-                    " bytes)");
-      offsets[key] = off;
-    }
-    IDSYNTH_CHECK(!offsets.empty(), idx, ": expected '<key>\\t<offset>' lines, found none");
-    // 2. header0 (flag > 0 at key 0) lists the image keys 1 .. label[0] − 1; otherwise all keys are images
-    std::vector<int64_t> keys;
-    auto first = offsets.find(0);
+  RecordIOSource(const std::string& rec, const std::string& idx) : reader_(rec, idx) {
+    std::vector<uint64_t> keys;
     bool header0 = false;
-    if (first != offsets.end()) {
-      const std::string payload = record(first->second);
-      const Header h = header(payload, 0);
+    if (reader_.contains(0)) {
+      const formats::IRHeader h = formats::unpack_irheader(reader_.read(0), nullptr, cat(rec, ": record 0"));
       if (h.flag > 0) {
         header0 = true;
-        const int64_t end = static_cast<int64_t>(h.label);
-        for (int64_t k = 1; k < end; ++k) {
-          IDSYNTH_CHECK(offsets.count(k), idx, ": key ", k, ": expected by the header record (images 1..", end - 1,
-                        "), not in the index");
+        const double end = h.labels[0];
+        IDSYNTH_CHECK(std::isfinite(end) && end >= 1 && end < 4294967296.0, rec,
+                      ": record 0: header label: expected the end of the image keys, found ", end);
+        for (uint64_t k = 1; k < static_cast<uint64_t>(end); ++k) {
+          IDSYNTH_CHECK(reader_.contains(k), idx, ": key ", k, ": expected by the header record (images 1..",
+                        static_cast<uint64_t>(end) - 1, "), not in the index");
           keys.push_back(k);
         }
       }
     }
-    if (!header0)
-      for (const auto& kv : offsets) keys.push_back(kv.first);
-    // 3. every image record's label
-    offsets_.reserve(keys.size());
+    if (!header0) keys = reader_.keys();
+    keys_.reserve(keys.size());
     labels_.reserve(keys.size());
-    for (int64_t k : keys) {
-      const uint64_t off = offsets.at(k);
-      const Header h = header(record(off), k);
-      const double label = h.label;
+    for (uint64_t k : keys) {
+      const formats::IRHeader h = formats::unpack_irheader(reader_.read(k), nullptr, cat(rec, ": record ", k));
+      const double label = h.flag > 0 ? h.labels[0] : h.label;
       IDSYNTH_CHECK(std::isfinite(label) && label == std::floor(label), rec, ": record ", k,
                     ": label: expected a whole number, found ", label);
-      offsets_.push_back(off);
+      keys_.push_back(k);
       labels_.push_back(static_cast<int64_t>(label));
     }
   }
-  const std::string& path() const override { return path_; }
+  const std::string& path() const override { return reader_.path(); }
   int64_t size() const override { return static_cast<int64_t>(labels_.size()); }
   const std::vector<int64_t>& labels() const override { return labels_; }
   std::string read(int64_t i) override {
-    const std::string payload = record(offsets_[static_cast<size_t>(i)]);
-    const Header h = header(payload, i);
-    return payload.substr(h.image_offset);
+    std::string image;
+    formats::unpack_irheader(reader_.read(keys_[static_cast<size_t>(i)]), &image, cat(reader_.path(), ": record ", i));
+    return image;
   }
 
  private:
-  struct Header {
-    uint32_t flag = 0;
-    double label = 0;  // the float label, or the first value of an array label
-    size_t image_offset = 0;
-  };
-
-  Header header(const std::string& payload, int64_t key) const {
-    IDSYNTH_CHECK(payload.size() >= kIRHeaderBytes, path_, ": record ", key, ": expected a 24-byte IRHeader, found ",
-                  payload.size(), " bytes");
-    Header h;
-    const auto* p = reinterpret_cast<const uint8_t*>(payload.data());
-    h.flag = load_u32(p);
-    float label;
-    std::memcpy(&label, p + 4, 4);
-    h.label = label;
-    h.image_offset = kIRHeaderBytes;
-    if (h.flag > 0) {
-      IDSYNTH_CHECK(payload.size() >= kIRHeaderBytes + 4ull * h.flag, path_, ": record ", key, ": expected ", h.flag,
-                    " label values after the header, found ", payload.size(), " bytes");
-      std::memcpy(&label, p + kIRHeaderBytes, 4);
-      h.label = label;
-      h.image_offset += 4ull * h.flag;
-    }
-    return h;
-  }
-
-  // A record's payload; parts split at embedded magic numbers (cflag 1/2/3) are joined with the magic.
-  std::string record(uint64_t offset) const {
-    std::string out;
-    uint64_t pos = offset;
-    for (int part = 0;; ++part) {
-      IDSYNTH_CHECK(pos + 8 <= map_.size(), path_, ": offset ", pos, ": expected a record header, found the end of file");
-      const uint32_t magic = load_u32(map_.data() + pos);
-      IDSYNTH_CHECK(magic == kRecMagic, path_, ": offset ", pos, ": expected RecordIO magic 0xced7230a, found 0x",
-                    std::hex, magic);
-      const uint32_t lrec = load_u32(map_.data() + pos + 4);
-      const uint32_t cflag = lrec >> 29, length = lrec & ((1u << 29) - 1);
-      IDSYNTH_CHECK(pos + 8 + length <= map_.size(), path_, ": offset ", pos, ": record of ", length,
-                    " bytes runs past the end of the file");
-      if (part > 0) out.append(reinterpret_cast<const char*>(&kRecMagic), 4);
-      out.append(reinterpret_cast<const char*>(map_.data() + pos + 8), length);
-      pos += 8 + ((length + 3u) & ~3u);
-      if (cflag == 0 || cflag == 3) break;
-    }
-    return out;
-  }
-
-  std::string path_;
-  MappedFile map_;
-  std::vector<uint64_t> offsets_;
+  formats::RecordIOReader reader_;
+  std::vector<uint64_t> keys_;
   std::vector<int64_t> labels_;
 };
 
@@ -349,33 +198,6 @@ std::unique_ptr<ImageSource> open_recordio(const std::string& rec_path, const st
   return std::make_unique<RecordIOSource>(rec_path, idx_path);
 }
 
-void write_recordio(const std::string& rec_path, const std::string& idx_path, const std::vector<std::string>& encoded,
-                    const std::vector<int64_t>& labels) {
-  IDSYNTH_CHECK(encoded.size() == labels.size(), rec_path, ": expected one label per image, found ", labels.size(),
-                " labels for ", encoded.size(), " images");
-  std::string rec, idx;
-  for (size_t i = 0; i < encoded.size(); ++i) {
-    idx += cat(i, "\t", rec.size(), "\n");
-    std::string payload(kIRHeaderBytes, '\0');
-    const uint32_t flag = 0;
-    const float label = static_cast<float>(labels[i]);
-    const uint64_t id = i, id2 = 0;
-    std::memcpy(&payload[0], &flag, 4);
-    std::memcpy(&payload[4], &label, 4);
-    std::memcpy(&payload[8], &id, 8);
-    std::memcpy(&payload[16], &id2, 8);
-    payload += encoded[i];
-    // Plain writer: no splitting at embedded magic numbers (readers accept whole records).
-    const uint32_t lrec = static_cast<uint32_t>(payload.size());
-    IDSYNTH_CHECK(lrec < (1u << 29), rec_path, ": record ", i, ": expected < 512 MiB, found ", payload.size(), " bytes");
-    rec.append(reinterpret_cast<const char*>(&kRecMagic), 4);
-    rec.append(reinterpret_cast<const char*>(&lrec), 4);
-    rec += payload;
-    rec.append((4 - payload.size() % 4) % 4, '\0');
-  }
-  write_file_atomic(rec_path, rec);
-  write_file_atomic(idx_path, idx);
-}
 
 // ---------------------------------------------------------------------------------------------
 // TrainDataset
@@ -461,7 +283,7 @@ std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) 
 bool decode_and_augment(const std::string& bytes, const TrainDataConfig& cfg, uint64_t sample_seed, at::Tensor out) {
   cv::Mat img;
   try {
-    img = decode_image_rgb(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "training image");
+    img = formats::decode_image_rgb(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "training image");
   } catch (const Error&) {
     return false;
   }

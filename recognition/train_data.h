@@ -52,10 +52,6 @@ std::unique_ptr<ImageSource> open_shard(const std::string& path, const std::stri
 // insightface RecordIO: `<dir>/train.rec` + `<dir>/train.idx`, with or without the header0 record.
 std::unique_ptr<ImageSource> open_recordio(const std::string& rec_path, const std::string& idx_path);
 
-// Writes a plain RecordIO pair as insightface rec_builder does (IRHeader(0, label, i, 0), keys from 0).
-void write_recordio(const std::string& rec_path, const std::string& idx_path,
-                    const std::vector<std::string>& encoded, const std::vector<int64_t>& labels);
-
 // All samples of the configured paths with validated labels.
 class TrainDataset {
  public:

@@ -15,68 +15,104 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <sstream>
+#include <type_traits>
+#include <utility>
 
 #include "core/check.h"
 #include "core/file_util.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/svg_chart.h"
 
 namespace idsynth::recognition {
 
 // ---------------------------------------------------------------------------------------------
 // SGD
 
-Sgd::Sgd(std::vector<SgdParam> params, double momentum, double weight_decay)
-    : params_(std::move(params)), momentum_(momentum), weight_decay_(weight_decay) {}
+namespace {
 
-void Sgd::zero_grad() {
-  for (auto& p : params_)
-    if (p.param.grad().defined()) p.param.mutable_grad() = torch::Tensor();  // set_to_none, as PyTorch 2.x
-}
+// libtorch keys an optimiser's state by the parameter's TensorImpl: 1.13 by its address as text
+// (c10::guts::to_string, which streams the pointer), later versions by the pointer itself. A
+// template, so that only the branch of the libtorch at hand is compiled.
+using StateKey = std::remove_reference_t<decltype(std::declval<torch::optim::Optimizer&>().state())>::key_type;
 
-void Sgd::step(double lr) {
-  torch::NoGradGuard no_grad;
-  for (auto& p : params_) {
-    const torch::Tensor& grad = p.param.grad();
-    if (!grad.defined()) continue;
-    torch::Tensor d = (p.decay && weight_decay_ != 0) ? grad.add(p.param, weight_decay_) : grad;
-    if (momentum_ != 0) {
-      if (!p.momentum.defined()) {
-        p.momentum = d.clone().detach();
-      } else {
-        p.momentum.mul_(momentum_).add_(d);
-      }
-      d = p.momentum;
-    }
-    p.param.add_(d, -lr);
+template <typename Key = StateKey>
+Key state_key(const torch::Tensor& param) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream s;
+    s << param.unsafeGetTensorImpl();
+    return s.str();
+  } else {
+    return param.unsafeGetTensorImpl();
   }
 }
 
-std::vector<SgdParam> sgd_params(torch::nn::Module& module, const std::string& prefix,
-                                 const std::vector<std::string>& no_decay) {
+}  // namespace
+
+torch::optim::SGD make_sgd(const std::vector<torch::nn::Module*>& modules, const std::vector<std::string>& no_decay,
+                           double momentum, double weight_decay) {
   auto wants = [&](const char* kind) { return std::find(no_decay.begin(), no_decay.end(), kind) != no_decay.end(); };
-  std::set<std::string> exempt;
-  for (const auto& item : module.named_modules()) {
-    const torch::nn::Module& m = *item.value();
-    const bool bn = dynamic_cast<const torch::nn::BatchNorm2dImpl*>(&m) || dynamic_cast<const torch::nn::BatchNorm1dImpl*>(&m);
-    const bool prelu = dynamic_cast<const torch::nn::PReLUImpl*>(&m) != nullptr;
-    if ((bn && wants("bn")) || (prelu && wants("prelu")))
-      for (const auto& p : m.named_parameters(false)) exempt.insert(item.key().empty() ? p.key() : item.key() + "." + p.key());
+  std::vector<torch::Tensor> decayed, exempt;
+  for (torch::nn::Module* module : modules) {
+    std::set<std::string> exempt_names;
+    for (const auto& item : module->named_modules()) {
+      const torch::nn::Module& m = *item.value();
+      const bool bn = dynamic_cast<const torch::nn::BatchNorm2dImpl*>(&m) || dynamic_cast<const torch::nn::BatchNorm1dImpl*>(&m);
+      const bool prelu = dynamic_cast<const torch::nn::PReLUImpl*>(&m) != nullptr;
+      if ((bn && wants("bn")) || (prelu && wants("prelu")))
+        for (const auto& p : m.named_parameters(false))
+          exempt_names.insert(item.key().empty() ? p.key() : item.key() + "." + p.key());
+    }
+    for (const auto& p : module->named_parameters(true)) {
+      const std::string& name = p.key();
+      const bool bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
+      (exempt_names.count(name) == 0 && !(bias && wants("bias")) ? decayed : exempt).push_back(p.value());
+    }
   }
-  std::vector<SgdParam> out;
-  for (const auto& p : module.named_parameters(true)) {
-    const std::string& name = p.key();
-    const bool bias = name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0;
-    SgdParam sp;
-    sp.name = prefix + name;
-    sp.param = p.value();
-    sp.decay = exempt.count(name) == 0 && !(bias && wants("bias"));
-    out.push_back(sp);
-  }
+  auto options = [&](double wd) { return torch::optim::SGDOptions(0.0).momentum(momentum).weight_decay(wd); };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decayed, std::make_unique<torch::optim::SGDOptions>(options(weight_decay)));
+  groups.emplace_back(exempt, std::make_unique<torch::optim::SGDOptions>(options(0.0)));
+  return torch::optim::SGD(std::move(groups), options(weight_decay));
+}
+
+void set_lr(torch::optim::Optimizer& optimizer, double lr) {
+  for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+}
+
+std::vector<torch::Tensor> optimizer_params(const torch::optim::Optimizer& optimizer) {
+  std::vector<torch::Tensor> out;
+  for (const auto& group : optimizer.param_groups()) out.insert(out.end(), group.params().begin(), group.params().end());
   return out;
+}
+
+void set_grads_to_none(torch::optim::Optimizer& optimizer) {
+  for (auto& group : optimizer.param_groups())
+    for (auto& p : group.params())
+      if (p.grad().defined()) p.mutable_grad() = torch::Tensor();
+}
+
+torch::Tensor momentum_buffer(const torch::optim::SGD& sgd, const torch::Tensor& param) {
+  const auto& state = sgd.state();
+  const auto it = state.find(state_key(param));
+  if (it == state.end()) return {};
+  return static_cast<const torch::optim::SGDParamState&>(*it->second).momentum_buffer();
+}
+
+void set_momentum_buffer(torch::optim::SGD& sgd, const torch::Tensor& param, const torch::Tensor& buffer) {
+  auto& state = sgd.state();
+  if (!buffer.defined()) {
+    state.erase(state_key(param));
+    return;
+  }
+  auto s = std::make_unique<torch::optim::SGDParamState>();
+  // A copy: step() updates the buffer in place.
+  s->momentum_buffer(buffer.to(param.device(), param.scalar_type()).clone());
+  state[state_key(param)] = std::move(s);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -110,13 +146,13 @@ double LrSchedule::lr(int64_t step) const {
 LossScaler::LossScaler(bool enabled, double init_scale, int64_t growth_interval)
     : enabled_(enabled), scale_(init_scale), interval_(growth_interval) {}
 
-bool LossScaler::unscale(const std::vector<SgdParam>& params) const {
+bool LossScaler::unscale(const std::vector<torch::Tensor>& params) const {
   if (!enabled_) return true;
   torch::NoGradGuard no_grad;
   // Per device, one flag per gradient, reduced once at the end: no host sync per tensor.
   std::vector<std::pair<c10::Device, std::vector<torch::Tensor>>> flags;
   for (const auto& p : params) {
-    torch::Tensor g = p.param.mutable_grad();
+    torch::Tensor g = p.mutable_grad();
     if (!g.defined()) continue;
     g.mul_(1.0 / scale_);
     auto it = std::find_if(flags.begin(), flags.end(), [&](const auto& f) { return f.first == g.device(); });
@@ -243,12 +279,6 @@ std::vector<std::vector<std::string>> read_csv(const std::string& path) {
   return rows;
 }
 
-std::string fmt(double v, const char* spec = "%.6g") {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, spec, v);
-  return buf;
-}
-
 }  // namespace
 
 TrainLog::TrainLog(std::string output_dir) : dir_(std::move(output_dir)) {}
@@ -274,8 +304,8 @@ void TrainLog::write() const {
   std::string csv = "step,epoch,loss,accuracy,lr,samples_per_s,elapsed_s\n";
   json::Value steps = json::Value::array();
   for (const auto& r : rows_) {
-    csv += cat(r.step, ",", r.epoch, ",", fmt(r.loss, "%.8g"), ",", fmt(r.accuracy, "%.8g"), ",", fmt(r.lr, "%.8g"), ",",
-               fmt(r.samples_per_s, "%.6g"), ",", fmt(r.elapsed_s, "%.6g"), "\n");
+    csv += cat(r.step, ",", r.epoch, ",", format_number("%.8g", r.loss), ",", format_number("%.8g", r.accuracy), ",", format_number("%.8g", r.lr), ",",
+               format_number("%.6g", r.samples_per_s), ",", format_number("%.6g", r.elapsed_s), "\n");
     json::Value o = json::Value::object();
     o.set("step", r.step);
     o.set("epoch", r.epoch);
@@ -289,7 +319,7 @@ void TrainLog::write() const {
   std::string vcsv = "step,name,accuracy,std,xnorm\n";
   json::Value val = json::Value::array();
   for (const auto& v : validation_) {
-    vcsv += cat(v.step, ",", v.name, ",", fmt(v.accuracy, "%.8g"), ",", fmt(v.std, "%.8g"), ",", fmt(v.xnorm, "%.8g"), "\n");
+    vcsv += cat(v.step, ",", v.name, ",", format_number("%.8g", v.accuracy), ",", format_number("%.8g", v.std), ",", format_number("%.8g", v.xnorm), "\n");
     json::Value o = json::Value::object();
     o.set("step", v.step);
     o.set("name", v.name);
@@ -309,37 +339,30 @@ void TrainLog::write() const {
 }
 
 std::string loss_curve_svg(const std::vector<LogRow>& rows) {
-  const double W = 720, H = 360, left = 60, right = 60, top = 30, bottom = 40;
-  const double pw = W - left - right, ph = H - top - bottom;
+  // Loss on the left axis from 0 to its largest finite value; batch accuracy on the right, 0..1.
   double max_step = 1, max_loss = 1e-9;
   for (const auto& r : rows) {
     max_step = std::max(max_step, static_cast<double>(r.step));
     if (std::isfinite(r.loss)) max_loss = std::max(max_loss, r.loss);
   }
-  auto x = [&](double step) { return left + pw * step / max_step; };
-  std::ostringstream s;
-  s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
-    << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
-    << "<text x=\"" << W / 2 << "\" y=\"18\" text-anchor=\"middle\">training loss (blue, left) and batch accuracy (orange, right)</text>\n"
-    << "<line x1=\"" << left << "\" y1=\"" << top + ph << "\" x2=\"" << left + pw << "\" y2=\"" << top + ph << "\" stroke=\"black\"/>\n"
-    << "<line x1=\"" << left << "\" y1=\"" << top << "\" x2=\"" << left << "\" y2=\"" << top + ph << "\" stroke=\"black\"/>\n"
-    << "<line x1=\"" << left + pw << "\" y1=\"" << top << "\" x2=\"" << left + pw << "\" y2=\"" << top + ph << "\" stroke=\"black\"/>\n";
-  for (int k = 0; k <= 4; ++k) {
-    const double f = k / 4.0;
-    s << "<text x=\"" << left - 6 << "\" y=\"" << top + ph * (1 - f) + 4 << "\" text-anchor=\"end\">" << fmt(max_loss * f, "%.3g")
-      << "</text>\n<text x=\"" << left + pw + 6 << "\" y=\"" << top + ph * (1 - f) + 4 << "\">" << fmt(f, "%.2f") << "</text>\n"
-      << "<text x=\"" << x(max_step * f) << "\" y=\"" << top + ph + 16 << "\" text-anchor=\"middle\">"
-      << static_cast<int64_t>(max_step * f) << "</text>\n";
-  }
-  s << "<text x=\"" << left + pw / 2 << "\" y=\"" << H - 6 << "\" text-anchor=\"middle\">step</text>\n";
-  std::ostringstream loss_pts, acc_pts;
+  svg::Chart chart;
+  chart.css_class = "loss-curve";
+  chart.title = "training loss and batch accuracy";
+  chart.plot_width = 600;
+  chart.plot_height = 290;
+  chart.x = {"step", 0.0, max_step, svg::ticks(0.0, max_step, std::max(1.0, max_step / 4)), "%.0f"};
+  chart.y = {"loss", 0.0, max_loss, svg::ticks(0.0, max_loss, max_loss / 4), "%.3g"};
+  chart.y_right = svg::Axis{"batch accuracy", 0.0, 1.0, svg::ticks(0.0, 1.0, 0.25), "%.2f"};
+  svg::Line loss{"loss (left axis)", svg::series_color(0), {}, {}, false};
+  svg::Line accuracy{"batch accuracy (right axis)", svg::series_color(4), {}, {}, true};
   for (const auto& r : rows) {
-    if (std::isfinite(r.loss)) loss_pts << fmt(x(static_cast<double>(r.step)), "%.1f") << "," << fmt(top + ph * (1 - r.loss / max_loss), "%.1f") << " ";
-    acc_pts << fmt(x(static_cast<double>(r.step)), "%.1f") << "," << fmt(top + ph * (1 - r.accuracy), "%.1f") << " ";
+    loss.x.push_back(static_cast<double>(r.step));
+    loss.y.push_back(r.loss);
+    accuracy.x.push_back(static_cast<double>(r.step));
+    accuracy.y.push_back(r.accuracy);
   }
-  s << "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"" << loss_pts.str() << "\"/>\n"
-    << "<polyline fill=\"none\" stroke=\"#ff7f0e\" stroke-width=\"1.5\" points=\"" << acc_pts.str() << "\"/>\n</svg>\n";
-  return s.str();
+  chart.lines = {loss, accuracy};
+  return svg::render(chart);
 }
 
 }  // namespace idsynth::recognition

@@ -1,14 +1,16 @@
-// The pieces of the training loop that hold state: SGD with momentum (PyTorch's update, parameter
-// groups with and without weight decay), the learning-rate schedule, the dynamic loss scaler and the
-// autocast scope of mixed precision, the random generators' states for checkpoints, and the training
-// log (CSV, JSON, loss-curve SVG). Libtorch only (idsynth_recognition_models), so the training math
-// also builds and runs on a machine with nothing but PyTorch.
+// The pieces of the training loop that hold state: the optimiser (libtorch's torch::optim::SGD in
+// arcface_torch's parameter groups, with and without weight decay, and access to its momentum
+// buffers for checkpoints), the learning-rate schedule, the dynamic loss scaler and the autocast
+// scope of mixed precision, the random generators' states for checkpoints, and the training log
+// (CSV, JSON, loss-curve SVG). Libtorch only (idsynth_recognition_models), so the training math also
+// builds and runs on a machine with nothing but PyTorch.
 // Ref: torch/optim/sgd.py (_single_tensor_sgd), torch/cuda/amp/grad_scaler.py (GradScaler),
 //      torch/cuda/random.py (get_rng_state_all), torch/amp/autocast_mode.py (autocast),
 //      insightface recognition/arcface_torch/lr_scheduler.py (PolynomialLRWarmup).
 #pragma once
 
 #include <torch/nn/module.h>
+#include <torch/optim/sgd.h>
 
 #include <cstdint>
 #include <string>
@@ -20,32 +22,30 @@
 
 namespace idsynth::recognition {
 
-struct SgdParam {
-  std::string name;  // "backbone.<param>" / "head.<param>": the checkpoint key of its momentum
-  torch::Tensor param;
-  bool decay = true;
-  torch::Tensor momentum;  // undefined until the first step, as PyTorch's momentum_buffer
-};
+// arcface_torch's optimiser: torch.optim.SGD with momentum, dampening 0, no Nesterov; per parameter
+// d = g + wd·p; buf = d on the first step, else momentum·buf + d; p −= lr·buf. The parameters of
+// `modules` in two groups: [0] with `weight_decay`, [1] without it: those of BatchNorm / PReLU modules
+// and biases when `no_decay` names "bn" / "prelu" / "bias". The learning rate is 0 until set_lr.
+torch::optim::SGD make_sgd(const std::vector<torch::nn::Module*>& modules, const std::vector<std::string>& no_decay,
+                           double momentum, double weight_decay);
 
-// PyTorch SGD (dampening 0, no Nesterov): d = g + wd·p; buf = d on the first step, else
-// momentum·buf + d; p −= lr·buf.
-class Sgd {
- public:
-  Sgd(std::vector<SgdParam> params, double momentum, double weight_decay);
-  void zero_grad();
-  void step(double lr);
-  std::vector<SgdParam>& params() { return params_; }
-  const std::vector<SgdParam>& params() const { return params_; }
+// The schedule's learning rate for the next step, on every parameter group.
+void set_lr(torch::optim::Optimizer& optimizer, double lr);
 
- private:
-  std::vector<SgdParam> params_;
-  double momentum_, weight_decay_;
-};
+// Every parameter of the optimiser, group by group.
+std::vector<torch::Tensor> optimizer_params(const torch::optim::Optimizer& optimizer);
 
-// Parameters of `module` prefixed with `prefix`; BatchNorm / PReLU / bias parameters get no weight
-// decay when `no_decay` names "bn" / "prelu" / "bias".
-std::vector<SgdParam> sgd_params(torch::nn::Module& module, const std::string& prefix,
-                                 const std::vector<std::string>& no_decay);
+// Drops the gradients (PyTorch 2.x's zero_grad(set_to_none=True)). libtorch 1.13's zero_grad() fills
+// them with zeros instead, and a parameter holding a zero gradient is still stepped (momentum, weight
+// decay) when a backward pass leaves it out.
+void set_grads_to_none(torch::optim::Optimizer& optimizer);
+
+// The momentum buffer of `param` in the optimiser's state; undefined before its first step. The
+// trainer saves it as "momentum.backbone.<param>" / "momentum.head.<param>".
+torch::Tensor momentum_buffer(const torch::optim::SGD& sgd, const torch::Tensor& param);
+// Resume: the next step continues from a copy of `buffer` on the parameter's device and dtype; an
+// undefined `buffer` makes the next step start afresh (buf = d).
+void set_momentum_buffer(torch::optim::SGD& sgd, const torch::Tensor& param, const torch::Tensor& buffer);
 
 // lr at step l (0-based) of `total`: linear warmup base·(l + 1)/w over w steps, then polynomial
 // base·(1 − (l − w)/(total − w))^power, step base·gamma^(milestones passed, in epochs) or cosine.
@@ -68,9 +68,9 @@ class LossScaler {
   LossScaler(bool enabled, double init_scale, int64_t growth_interval);
   bool enabled() const { return enabled_; }
   double scale() const { return enabled_ ? scale_ : 1.0; }
-  // Divides every gradient by the scale; true when all are finite (one device sync per device, not
-  // one per tensor).
-  bool unscale(const std::vector<SgdParam>& params) const;
+  // Divides every gradient of `params` by the scale; true when all are finite (one device sync per
+  // device, not one per tensor).
+  bool unscale(const std::vector<torch::Tensor>& params) const;
   void update(bool finite);
   int64_t growth_tracker() const { return tracker_; }
   void restore(double scale, int64_t tracker) {

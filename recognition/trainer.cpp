@@ -38,13 +38,24 @@ std::string checkpoint_name(int64_t step) {
   return buf;
 }
 
-void save_checkpoint(const std::string& path, IResNet& backbone, MarginHead& head, const Sgd& sgd,
+// The momentum buffers are saved under the parameters' names, not as libtorch's optimiser archive,
+// whose keys are addresses of this process's tensors.
+std::vector<std::pair<std::string, at::Tensor>> named_params(IResNet& backbone, MarginHead& head) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& p : backbone->named_parameters()) out.emplace_back("backbone." + p.key(), p.value());
+  for (const auto& p : head->named_parameters()) out.emplace_back("head." + p.key(), p.value());
+  return out;
+}
+
+void save_checkpoint(const std::string& path, IResNet& backbone, MarginHead& head, const torch::optim::SGD& sgd,
                      const LossScaler& scaler, const LoopState& s, const std::string& config_yaml) {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& [name, t] : module_state(*backbone)) tensors.emplace_back("backbone." + name, t);
   for (const auto& [name, t] : module_state(*head)) tensors.emplace_back("head." + name, t);
-  for (const auto& p : sgd.params())
-    if (p.momentum.defined()) tensors.emplace_back("momentum." + p.name, p.momentum);
+  for (const auto& [name, param] : named_params(backbone, head)) {
+    const at::Tensor buffer = momentum_buffer(sgd, param);
+    if (buffer.defined()) tensors.emplace_back("momentum." + name, buffer);
+  }
   for (auto& rng : rng_states()) tensors.push_back(std::move(rng));
   char scale[64];
   std::snprintf(scale, sizeof scale, "%.17g", scaler.scale());
@@ -57,7 +68,8 @@ void save_checkpoint(const std::string& path, IResNet& backbone, MarginHead& hea
                     {"config", config_yaml}});
 }
 
-LoopState load_checkpoint(const std::string& path, IResNet& backbone, MarginHead& head, Sgd& sgd, LossScaler& scaler) {
+LoopState load_checkpoint(const std::string& path, IResNet& backbone, MarginHead& head, torch::optim::SGD& sgd,
+                          LossScaler& scaler) {
   const SafeTensorsFile file(path);
   const auto& meta = file.metadata();
   auto get = [&](const char* key) {
@@ -77,9 +89,9 @@ LoopState load_checkpoint(const std::string& path, IResNet& backbone, MarginHead
   }
   load_state_dict(*backbone, bb);
   load_state_dict(*head, hd);
-  for (auto& p : sgd.params()) {
-    const at::Tensor* m = all.find("momentum." + p.name);
-    p.momentum = m ? m->to(p.param.device(), p.param.scalar_type()).clone() : at::Tensor();
+  for (const auto& [name, param] : named_params(backbone, head)) {
+    const at::Tensor* m = all.find("momentum." + name);
+    set_momentum_buffer(sgd, param, m ? *m : at::Tensor());
   }
   restore_rng_states(all, path);
   scaler.restore(std::stod(get("loss_scale")), std::stoll(get("loss_scale_growth_tracker")));
@@ -180,12 +192,9 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks, const std::st
           logits_bytes(cfg.data.batch_size, co.num_classes, co.fp16 && device.is_cuda()) / 1e6, " MB per step");
 
   // 4. optimiser, schedule, loss scaling
-  std::vector<SgdParam> params = sgd_params(*backbone, "backbone.", cfg.optim.no_decay);
-  const size_t n_backbone = params.size();
-  for (auto& p : sgd_params(*head, "head.", cfg.optim.no_decay)) params.push_back(p);
-  Sgd sgd(params, cfg.optim.momentum, cfg.optim.weight_decay);
-  std::vector<torch::Tensor> backbone_params;
-  for (size_t i = 0; i < n_backbone; ++i) backbone_params.push_back(sgd.params()[i].param);
+  torch::optim::SGD sgd =
+      make_sgd({backbone.get(), head.get()}, cfg.optim.no_decay, cfg.optim.momentum, cfg.optim.weight_decay);
+  const std::vector<torch::Tensor> params = optimizer_params(sgd), backbone_params = backbone->parameters();
   const LrSchedule schedule(cfg.schedule, cfg.optim.lr, total_steps, per_epoch);
   LossScaler scaler(amp, cfg.optim.loss_scale, cfg.optim.loss_scale_growth_interval);
 
@@ -268,16 +277,17 @@ TrainResult train(const TrainConfig& cfg, const TrainHooks& hooks, const std::st
     // backward (replica gradients summed into the primary), unscale, clip the backbone's gradient
     // norm, SGD step, new weights to the replicas
     parallel.backward(scaler.enabled() ? out.loss * scaler.scale() : out.loss);
-    const bool finite = scaler.unscale(sgd.params());
+    const bool finite = scaler.unscale(params);
     const double lr = schedule.lr(s.step);
     if (finite) {
       if (cfg.optim.clip_grad_norm > 0) torch::nn::utils::clip_grad_norm_(backbone_params, cfg.optim.clip_grad_norm);
-      sgd.step(lr);
+      set_lr(sgd, lr);
+      sgd.step();
     } else {
       LOG_WRN("step ", s.step + 1, ": non-finite gradient at loss scale ", scaler.scale(), "; step skipped");
     }
     scaler.update(finite);
-    sgd.zero_grad();
+    set_grads_to_none(sgd);
     parallel.broadcast();
     ++s.step;
     // logs

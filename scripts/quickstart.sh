@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-scripts/build.sh
+# Only the program: the tests and benchmarks build with scripts/test.sh.
+scripts/build.sh idsynth
 bin=build/cli/idsynth
 out=${1:-quickstart-out}
 mkdir -p "$out"

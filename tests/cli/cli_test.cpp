@@ -42,6 +42,79 @@ TEST(Cli, UsageErrorsExitTwo) {
   EXPECT_EQ(count_lines(r.err), 1) << r.err;
 }
 
+// One option table: every command takes --threads and --log-level; --device, --dtype and
+// --recognizer have one spelling and one help text wherever they appear; old spellings still work.
+TEST(Cli, SharedOptionsHaveOneSpellingEverywhere) {
+  std::string device_help, dtype_help;
+  for (const char* cmd : {"sample", "embed", "identities", "eval verify", "eval idsim", "eval fid", "eval lpips",
+                          "generate", "train", "weights", "merge", "export", "inspect", "init-model", "config"}) {
+    SCOPED_TRACE(cmd);
+    auto r = run_command(idsynth_binary() + " " + cmd + " --help");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    EXPECT_NE(r.out.find("--threads arg"), std::string::npos);
+    EXPECT_NE(r.out.find("--log-level arg"), std::string::npos);
+    const size_t d = r.out.find("--device arg");
+    if (d != std::string::npos) {
+      EXPECT_NE(r.out.find("cpu, cuda or cuda:N: where", d), std::string::npos);
+    }
+    if (r.out.find("--dtype arg") != std::string::npos) {
+      EXPECT_NE(r.out.find("float32 | float16 | bfloat16"), std::string::npos);
+    }
+    EXPECT_EQ(r.out.find("fp32"), std::string::npos);
+  }
+  for (const char* cmd : {"embed", "eval verify", "eval idsim"}) {
+    auto r = run_command(idsynth_binary() + " " + cmd + " --help");
+    EXPECT_NE(r.out.find("--recognizer arg"), std::string::npos) << cmd;
+  }
+}
+
+TEST(Cli, OldSpellingsWarnAndStillWork) {
+  IDSYNTH_REQUIRE_GOLDEN(bin, "realfaces/pairs.bin");
+  const std::string dir = test::temp_dir("old-spellings");
+  auto init = run_command(idsynth_binary() + " --log-level error init-model --out " + dir + "/m --text-hidden-size 16 --with-recognizer");
+  ASSERT_EQ(init.exit_code, 0) << init.err;
+  const std::string rec = dir + "/m/recognizer.safetensors";
+  // --model is --recognizer, with a warning; the metrics are the same bytes.
+  auto old_r = run_command(idsynth_binary() + " eval verify --model " + rec + " --bin " + bin + " --out " + dir + "/a");
+  ASSERT_EQ(old_r.exit_code, 0) << old_r.err;
+  EXPECT_NE(old_r.err.find("--model is deprecated; use --recognizer"), std::string::npos) << old_r.err;
+  auto new_r = run_command(idsynth_binary() + " eval verify --recognizer " + rec + " --bin " + bin + " --out " + dir + "/b");
+  ASSERT_EQ(new_r.exit_code, 0) << new_r.err;
+  EXPECT_EQ(new_r.err.find("deprecated"), std::string::npos) << new_r.err;
+  EXPECT_EQ(read_text_file(dir + "/a/metrics.json"), read_text_file(dir + "/b/metrics.json"));
+  // --dtype fp32 is float32, with a warning; an unknown spelling is an error naming the option.
+  auto fp32 = run_command(idsynth_binary() + " embed --recognizer " + rec + " --dtype fp32 --aligned --out " + dir +
+                          "/e.safetensors " + dir + "/missing.png");
+  EXPECT_NE(fp32.err.find("--dtype fp32 is deprecated; use --dtype float32"), std::string::npos) << fp32.err;
+  auto bad = run_command(idsynth_binary() + " embed --recognizer " + rec + " --dtype half --aligned --out " + dir +
+                         "/e.safetensors " + dir + "/missing.png");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("--dtype: expected float32, bfloat16 or float16, found 'half'"), std::string::npos) << bad.err;
+  // A missing required shared option is a usage error.
+  auto none = run_command(idsynth_binary() + " eval verify --bin " + bin);
+  EXPECT_EQ(none.exit_code, 2);
+  EXPECT_NE(none.err.find("--recognizer"), std::string::npos) << none.err;
+  // Global options before the command and the same options after it.
+  auto g = run_command(idsynth_binary() + " --threads 1 --log-level debug config --defaults");
+  EXPECT_EQ(g.exit_code, 0) << g.err;
+  auto bad_global = run_command(idsynth_binary() + " --nope config");
+  EXPECT_EQ(bad_global.exit_code, 2);
+}
+
+TEST(Cli, FailedChecksNameTheirSourceAtDebugLevel) {
+  const std::string dir = test::temp_dir("check-source");
+  const std::string cfg = dir + "/c.yaml";
+  std::ofstream(cfg) << "generation:\n  steps: 0\n";
+  auto quiet = run_command(idsynth_binary() + " generate --config " + cfg);
+  EXPECT_EQ(quiet.exit_code, 1);
+  EXPECT_EQ(count_lines(quiet.err), 1) << quiet.err;
+  const std::string missing = dir + "/none.safetensors";
+  auto debug = run_command(idsynth_binary() + " --log-level debug weights " + missing);
+  EXPECT_EQ(debug.exit_code, 1);
+  EXPECT_NE(debug.err.find("failed check: "), std::string::npos) << debug.err;
+  EXPECT_NE(debug.err.find(".cpp:"), std::string::npos) << debug.err;
+}
+
 TEST(Cli, WeightsListsGoldenFileAndRejectsBadFile) {
   IDSYNTH_REQUIRE_GOLDEN(path, "vae_tiny/vae/diffusion_pytorch_model.safetensors");
   auto r = run_command(idsynth_binary() + " weights " + path);

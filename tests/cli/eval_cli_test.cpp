@@ -10,9 +10,9 @@
 #include <filesystem>
 
 #include "core/file_util.h"
-#include "core/image.h"
+#include "formats/image.h"
 #include "core/json.h"
-#include "core/npy.h"
+#include "formats/npy.h"
 #include "core/safetensors.h"
 #include "tests/support/goldens.h"
 #include "tests/support/process.h"
@@ -46,7 +46,7 @@ const EvalFixture& setup() {
         char name[32];
         std::snprintf(name, sizeof name, "/%05d_%03d.png", id, k);
         const at::Tensor img = at::randint(0, 256, {112, 112, 3}, gen, at::kByte);
-        write_image_rgb(s.images + name, tensor_to_mat(img));
+        formats::write_image_rgb(s.images + name, formats::tensor_to_mat(img));
       }
     write_file_atomic(s.images + "/sample.json", "{}");
     auto emb = run_command(idsynth_binary() + " --log-level warn embed --recognizer " + s.model +
@@ -60,7 +60,7 @@ const EvalFixture& setup() {
 
 std::string idsim_command(const std::string& ids, const std::string& images, const std::string& out,
                           const std::string& extra = "") {
-  return idsynth_binary() + " --log-level error eval idsim --model " + setup().model + "/recognizer.safetensors --ids " +
+  return idsynth_binary() + " --log-level error eval idsim --recognizer " + setup().model + "/recognizer.safetensors --ids " +
          ids + " --images " + images + " --out " + out + " " + extra;
 }
 
@@ -69,7 +69,7 @@ TEST(EvalCli, IdsimAgreesWithEmbedVectors) {
   ASSERT_EQ(s.embeddings.sizes(), (std::vector<int64_t>{6, 16}));
   at::manual_seed(4);
   const at::Tensor ids = at::randn({2, 16});
-  save_npy(s.tmp + "/ids.npy", ids);
+  formats::save_npy(s.tmp + "/ids.npy", ids);
   auto r = run_command(idsim_command(s.tmp + "/ids.npy", s.images, s.tmp + "/run_a"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("ID similarity: mean"), std::string::npos) << r.out;
@@ -101,7 +101,7 @@ TEST(EvalCli, IdsimAgreesWithEmbedVectors) {
 
 TEST(EvalCli, ReportComparesRunsAndMergesFolders) {
   const EvalFixture& s = setup();
-  save_npy(s.tmp + "/ids_b.npy", at::ones({2, 16}));
+  formats::save_npy(s.tmp + "/ids_b.npy", at::ones({2, 16}));
   auto a = run_command(idsim_command(s.tmp + "/ids_b.npy", s.images, s.tmp + "/cmp_a", "--grid-images 1"));
   ASSERT_EQ(a.exit_code, 0) << a.err;
   std::filesystem::create_directories(s.tmp + "/cmp_fid");
@@ -131,9 +131,9 @@ TEST(EvalCli, BadInputExitsOneWithOneLine) {
     EXPECT_NE(r.err.find(needle), std::string::npos) << r.err;
   };
   std::filesystem::create_directories(tmp + "/empty");
-  save_npy(tmp + "/ids2.npy", at::randn({2, 16}));
-  save_npy(tmp + "/ids1.npy", at::randn({1, 16}));
-  save_npy(tmp + "/narrow.npy", at::randn({2, 12}));
+  formats::save_npy(tmp + "/ids2.npy", at::randn({2, 16}));
+  formats::save_npy(tmp + "/ids1.npy", at::randn({1, 16}));
+  formats::save_npy(tmp + "/narrow.npy", at::randn({2, 12}));
   expect_error(idsim_command(tmp + "/ids2.npy", tmp + "/empty", tmp + "/o1"), "found none");
   expect_error(idsim_command(tmp + "/ids1.npy", s.images, tmp + "/o2"), "expected a row for every identity");
   expect_error(idsim_command(tmp + "/narrow.npy", s.images, tmp + "/o3"), "embedding size 16, found 12");

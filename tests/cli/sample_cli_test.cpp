@@ -8,9 +8,9 @@
 #include <limits>
 
 #include "core/file_util.h"
-#include "core/image.h"
+#include "formats/image.h"
 #include "core/json.h"
-#include "core/npy.h"
+#include "formats/npy.h"
 #include "core/safetensors.h"
 #include "tests/support/goldens.h"
 #include "tests/support/process.h"
@@ -31,7 +31,7 @@ TEST(SampleCli, MatchesGoldenImagesAndWritesRecord) {
   auto inputs = SafeTensorsFile(dir + "/inputs.safetensors").all();
   auto expected = SafeTensorsFile(dir + "/expected.safetensors").all();
   const std::string tmp = test::temp_dir("sample_cli");
-  save_npy(tmp + "/ids.npy", inputs.at("id_embeds").contiguous());
+  formats::save_npy(tmp + "/ids.npy", inputs.at("id_embeds").contiguous());
   const std::string out = tmp + "/out";
   auto r = run_command(sample_command(dir + "/pipeline", tmp + "/ids.npy", out,
                                       "--images-per-id 2 --seed 1234 --steps 5 --guidance 3.0 --height 32 --width 32"));
@@ -42,7 +42,7 @@ TEST(SampleCli, MatchesGoldenImagesAndWritesRecord) {
   for (int i = 0; i < 4; ++i) {
     SCOPED_TRACE(names[i]);
     ASSERT_TRUE(file_exists(out + "/" + names[i]));
-    auto png = mat_to_tensor(read_image_rgb(out + "/" + names[i])).to(at::kFloat);
+    auto png = formats::mat_to_tensor(formats::read_image_rgb(out + "/" + names[i])).to(at::kFloat);
     ASSERT_EQ(png.sizes(), (std::vector<int64_t>{32, 32, 3}));
     const double diff = (png - want[i]).abs().max().item<double>();
     std::cout << "  " << names[i] << " max grey-level diff = " << diff << "\n";
@@ -95,18 +95,18 @@ TEST(SampleCli, BadInputsExitOneWithOneLine) {
   };
   // Missing ID file, missing model file.
   expect_error(sample_command(model, tmp + "/nope.npy", tmp + "/o1", "--seed 1"), tmp + "/nope.npy");
-  save_npy(tmp + "/ok.npy", at::ones({1, 16}) / 4.0);
+  formats::save_npy(tmp + "/ok.npy", at::ones({1, 16}) / 4.0);
   ASSERT_EQ(std::system(("mkdir -p " + tmp + "/m && cp -r " + model + "/unet " + model + "/vae " + model + "/scheduler " +
                          tmp + "/m/ && mkdir -p " + tmp + "/m/text_encoder && cp " + model + "/text_encoder/config.json " +
                          tmp + "/m/text_encoder/").c_str()), 0);
   expect_error(sample_command(tmp + "/m", tmp + "/ok.npy", tmp + "/o2", "--seed 1"), "pytorch_model.bin");
   // Wider than the text encoder's hidden size (32).
-  save_npy(tmp + "/wide.npy", at::ones({2, 33}));
+  formats::save_npy(tmp + "/wide.npy", at::ones({2, 33}));
   expect_error(sample_command(model, tmp + "/wide.npy", tmp + "/o3", "--seed 1"), "D <= 32");
   // NaN in a row.
   auto nan_ids = at::ones({3, 16});
   nan_ids[1][2] = std::numeric_limits<float>::quiet_NaN();
-  save_npy(tmp + "/nan.npy", nan_ids);
+  formats::save_npy(tmp + "/nan.npy", nan_ids);
   expect_error(sample_command(model, tmp + "/nan.npy", tmp + "/o4", "--seed 1"), "NaN");
   EXPECT_FALSE(file_exists(tmp + "/o4/sample.json"));
   // Not a .npy at all.

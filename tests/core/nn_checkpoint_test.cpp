@@ -13,19 +13,13 @@
 #include "core/pickle.h"
 #include "core/torch_checkpoint.h"
 #include "core/weights.h"
+#include "tests/support/errors.h"
 #include "tests/support/goldens.h"
 
 namespace idsynth {
 namespace {
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 // Writes the fixtures once per test binary; empty when PyTorch for Python is unavailable.
 const std::string& fixture_dir() {

@@ -9,6 +9,7 @@
 #include "core/json.h"
 #include "core/safetensors.h"
 #include "core/weights.h"
+#include "tests/support/errors.h"
 #include "tests/support/goldens.h"
 
 namespace idsynth {
@@ -24,14 +25,7 @@ void write_raw(const std::string& path, const std::string& header, const std::st
   std::ofstream(path, std::ios::binary) << bytes;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 TEST(SafeTensors, EveryDtypeRoundTrips) {
   const std::string dir = test::temp_dir("st");

@@ -8,7 +8,7 @@
 #include "core/check.h"
 #include "core/safetensors.h"
 #include "eval/fid.h"
-#include "eval/npy_io.h"
+#include "formats/npy.h"
 #include "tests/support/goldens.h"
 #include "tests/support/tensor_compare.h"
 
@@ -71,10 +71,10 @@ TEST(FidStatsFile, RoundTripAndWrongDimension) {
   const FidStats other = compute_stats(at::randn({20, 32}, at::kDouble), "other");
   EXPECT_THROW(frechet_distance(r, other), Error);
   // Uncompressed archives (np.savez) read the same; float32 arrays are widened.
-  write_npz(dir + "/plain.npz", {{"mu", s.mu.to(at::kFloat)}, {"sigma", s.sigma.to(at::kFloat)}}, false);
+  formats::write_npz(dir + "/plain.npz", {{"mu", s.mu.to(at::kFloat)}, {"sigma", s.sigma.to(at::kFloat)}}, false);
   EXPECT_ALL_CLOSE(read_fid_stats(dir + "/plain.npz").sigma, s.sigma, 1e-5);
   // Missing arrays, a file that is not a zip.
-  write_npz(dir + "/mu_only.npz", {{"mu", s.mu}});
+  formats::write_npz(dir + "/mu_only.npz", {{"mu", s.mu}});
   EXPECT_NE(error_of([&] { read_fid_stats(dir + "/mu_only.npz"); }).find("'sigma'"), std::string::npos);
   std::ofstream(dir + "/junk.npz") << "not a zip";
   EXPECT_NE(error_of([&] { read_fid_stats(dir + "/junk.npz"); }).find("junk.npz"), std::string::npos);
@@ -82,34 +82,34 @@ TEST(FidStatsFile, RoundTripAndWrongDimension) {
 
 TEST(Npy, ParsesHeadersAndRejectsBadData) {
   const at::Tensor t = at::arange(6, at::kDouble).reshape({2, 3});
-  const std::string blob = serialize_npy(t);
+  const std::string blob = formats::serialize_npy(t);
   EXPECT_EQ(blob.find("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }"), 10u);
   EXPECT_EQ((blob.size() - 6 * 8) % 64, 0u);
-  EXPECT_TRUE(parse_npy(blob, "t").equal(t));
-  EXPECT_TRUE(parse_npy(serialize_npy(at::arange(5, at::kLong)), "v").equal(at::arange(5, at::kLong)));
+  EXPECT_TRUE(formats::parse_npy(blob, "t").equal(t));
+  EXPECT_TRUE(formats::parse_npy(formats::serialize_npy(at::arange(5, at::kLong)), "v").equal(at::arange(5, at::kLong)));
   // Fortran order: the data of t.T in C order, read back as t.
   std::string fortran = blob;
   fortran.replace(fortran.find("False"), 5, "True ");
   const at::Tensor tt = t.t().contiguous();
   fortran.replace(fortran.size() - 48, 48, std::string(static_cast<const char*>(tt.data_ptr()), 48));
-  EXPECT_TRUE(parse_npy(fortran, "f").equal(t));
+  EXPECT_TRUE(formats::parse_npy(fortran, "f").equal(t));
   // Truncated data, header length past the end, big-endian, object arrays, bad magic.
-  EXPECT_NE(error_of([&] { parse_npy(blob.substr(0, blob.size() - 1), "cut"); }).find("expected 48 data bytes"),
+  EXPECT_NE(error_of([&] { formats::parse_npy(blob.substr(0, blob.size() - 1), "cut"); }).find("expected 48 data bytes"),
             std::string::npos);
   std::string long_header = blob;
   long_header[8] = '\xff';
   long_header[9] = '\x7f';
-  EXPECT_THROW(parse_npy(long_header, "hdr"), Error);
+  EXPECT_THROW(formats::parse_npy(long_header, "hdr"), Error);
   std::string big_endian = blob;
   big_endian.replace(big_endian.find("<f8"), 3, ">f8");
-  EXPECT_THROW(parse_npy(big_endian, "be"), Error);
+  EXPECT_THROW(formats::parse_npy(big_endian, "be"), Error);
   std::string object = blob;
   object.replace(object.find("<f8"), 3, "|O8");
-  EXPECT_THROW(parse_npy(object, "obj"), Error);
+  EXPECT_THROW(formats::parse_npy(object, "obj"), Error);
   std::string huge = blob;
   huge.replace(huge.find("(2, 3)"), 6, "(9999999999, 9999999999)");
-  EXPECT_THROW(parse_npy(huge, "huge"), Error);
-  EXPECT_THROW(parse_npy("PK\x03\x04", "magic"), Error);
+  EXPECT_THROW(formats::parse_npy(huge, "huge"), Error);
+  EXPECT_THROW(formats::parse_npy("PK\x03\x04", "magic"), Error);
 }
 
 TEST(FidImages, EmptyFolderIsAnError) {

@@ -17,17 +17,18 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
-#include "core/app_config.h"
+#include "dataset/generate_config.h"
 #include "core/check.h"
 #include "core/config.h"
 #include "core/file_util.h"
-#include "core/image.h"
-#include "core/npy.h"
+#include "formats/image.h"
+#include "formats/npy.h"
 #include "core/safetensors.h"
 #include "core/weights.h"
+#include "dataset/export.h"
 #include "eval/id_similarity.h"
-#include "generator/dataset_records.h"
-#include "generator/shard_file.h"
+#include "formats/dataset_folder.h"
+#include "formats/shard_file.h"
 #include "recognition/face_embedder.h"
 #include "recognition/iresnet.h"
 #include "tests/support/goldens.h"
@@ -57,7 +58,7 @@ Fixture make_fixture(const std::string& tag) {
   f.net->eval();
   f.model_path = f.dir + "/recognizer.safetensors";
   save_safetensors(f.model_path, module_state(*f.net));
-  auto rec = std::make_shared<const recognition::Recognizer>(f.model_path, c10::Device(c10::kCPU));
+  std::shared_ptr<const recognition::Recognizer> rec = recognition::load_recognizer(f.model_path, c10::Device(c10::kCPU));
   f.embedder = std::make_shared<const recognition::FaceEmbedder>(rec);
   return f;
 }
@@ -66,7 +67,7 @@ Fixture make_fixture(const std::string& tag) {
 at::Tensor reference_embedding(recognition::IResNet& net, const cv::Mat& rgb) {
   torch::NoGradGuard no_grad;
   EXPECT_EQ(rgb.rows, 112);
-  const at::Tensor x = (mat_to_tensor(rgb).permute({2, 0, 1}).to(at::kFloat).unsqueeze(0) - 127.5) / 127.5;
+  const at::Tensor x = (formats::mat_to_tensor(rgb).permute({2, 0, 1}).to(at::kFloat).unsqueeze(0) - 127.5) / 127.5;
   const at::Tensor e = net->forward(x)[0].to(at::kDouble);
   return e / e.norm();
 }
@@ -76,7 +77,7 @@ cv::Mat random_face(int64_t seed) {
   // Smooth-ish content (upsampled noise) so the network sees structure, not only pixel noise.
   const at::Tensor small = at::randint(0, 256, {14, 14, 3}, gen, at::kFloat);
   const at::Tensor big = at::upsample_bilinear2d(small.permute({2, 0, 1}).unsqueeze(0), {112, 112}, false)[0];
-  return tensor_to_mat(big.permute({1, 2, 0}).round().clamp(0, 255).to(at::kByte).contiguous());
+  return formats::tensor_to_mat(big.permute({1, 2, 0}).round().clamp(0, 255).to(at::kByte).contiguous());
 }
 
 std::string sample_name(int64_t id, int64_t img) {
@@ -127,21 +128,21 @@ TEST(IdSimilarity, FolderCosinesMatchTheNetworkRunDirectly) {
   for (int64_t id = 0; id < 3; ++id) {
     for (int64_t k = 0; k < per_id[static_cast<size_t>(id)]; ++k) {
       const cv::Mat face = random_face(100 * id + k);
-      write_image_rgb(images + "/" + sample_name(id, k), face);
+      formats::write_image_rgb(images + "/" + sample_name(id, k), face);
       emb[{id, k}] = reference_embedding(f.net, face);
     }
     targets.push_back(3.0 * (emb[{id, 0}] + 0.1 * at::randn({kDim}, at::kDouble)));  // not unit length on purpose
   }
   write_file_atomic(images + "/sample.json", "{}");  // ignored
   const at::Tensor ids = at::stack(targets).to(at::kFloat);
-  save_npy(f.dir + "/ids.npy", ids);
+  formats::save_npy(f.dir + "/ids.npy", ids);
 
   IdSimOptions o;
   o.batch_size = 4;  // several batches, one split inside an identity
   o.grid_identities = 2;
   o.grid_images = 2;
   o.thumb = 32;
-  const at::Tensor read = read_identity_vectors(f.dir + "/ids.npy");
+  const at::Tensor read = formats::read_identity_vectors(f.dir + "/ids.npy");
   EXPECT_NEAR((read.norm(2, 1) - 1).abs().max().item<double>(), 0.0, 1e-6);
   const IdSimResult r = id_similarity_of_folder(*f.embedder, read, f.dir + "/ids.npy", images, o);
 
@@ -174,7 +175,7 @@ TEST(IdSimilarity, FolderCosinesMatchTheNetworkRunDirectly) {
   EXPECT_EQ(r.faces[2].identity, 1);
   EXPECT_EQ(r.faces[3].image, 1);
 
-  const json::Value j = id_similarity_json(r);
+  const json::Value j = id_similarity_metrics(r).to_json();
   EXPECT_EQ(j.at("count").as_int(), 8);
   EXPECT_EQ(j.at("identities").as_int(), 3);
   int64_t total = 0;
@@ -187,19 +188,19 @@ TEST(IdSimilarity, FolderCosinesMatchTheNetworkRunDirectly) {
 TEST(IdSimilarity, DatasetShardsWithStoredVectorsAndCrops) {
   Fixture f = make_fixture("idsim-dataset");
   const std::string dir = f.dir + "/dataset";
-  AppConfig cfg;
+  dataset::GenerateConfig cfg;
   cfg.identities.count = 3;
   cfg.identities.dim = kDim;
   cfg.output.dir = dir;
   cfg.output.identities_per_shard = 2;  // shards {0, 1} and {2}
   cfg.output.images_per_identity = 2;
-  std::filesystem::create_directories(generator::shards_dir(dir));
+  std::filesystem::create_directories(formats::shards_dir(dir));
   write_file_atomic(dir + "/config.resolved.yaml", config::to_yaml(cfg));
   at::manual_seed(5);
   const at::Tensor vectors = at::randn({3, kDim});
   std::vector<double> expected;
   for (int64_t shard = 0; shard < 2; ++shard) {
-    generator::ShardData d;
+    formats::ShardData d;
     d.shard_index = shard;
     d.dim = kDim;
     for (int64_t id = shard * 2; id < std::min<int64_t>(3, shard * 2 + 2); ++id) {
@@ -214,29 +215,29 @@ TEST(IdSimilarity, DatasetShardsWithStoredVectorsAndCrops) {
         d.attempt.push_back(0);
         d.seed.push_back(static_cast<uint64_t>(id * 10 + k));
         d.similarity.push_back(std::nanf(""));
-        d.images.push_back(encode_image_rgb(full, ".jpg", 90));
-        d.aligned.push_back(encode_image_rgb(crop, ".jpg", 90));
+        d.images.push_back(formats::encode_image_rgb(full, ".jpg", 90));
+        d.aligned.push_back(formats::encode_image_rgb(crop, ".jpg", 90));
         // expected from the decoded JPEG, as stored
-        const cv::Mat decoded = decode_image_rgb(reinterpret_cast<const uint8_t*>(d.aligned.back().data()),
+        const cv::Mat decoded = formats::decode_image_rgb(reinterpret_cast<const uint8_t*>(d.aligned.back().data()),
                                                  d.aligned.back().size(), "test");
         const at::Tensor t = vectors[id].to(at::kDouble);
         expected.push_back(at::dot(reference_embedding(f.net, decoded), t / t.norm()).item<double>());
       }
     }
-    const std::string h5 = generator::shard_h5_path(dir, shard);
-    generator::write_shard(h5, d);
-    generator::ShardRecord rec;
+    const std::string h5 = formats::shard_h5_path(dir, shard);
+    formats::write_shard(h5, d);
+    formats::ShardRecord rec;
     rec.index = shard;
     rec.file = std::filesystem::path(h5).filename().string();
     rec.size = file_size(h5);
     rec.first_identity = shard * 2;
     rec.identities = static_cast<int64_t>(d.identity_index.size());
     rec.images = static_cast<int64_t>(d.size());
-    generator::write_record(dir, rec);
+    formats::write_record(dir, rec);
   }
   IdSimOptions o;
   o.batch_size = 3;
-  const IdSimResult r = id_similarity_of_dataset(*f.embedder, at::Tensor(), "", dir, o);
+  const IdSimResult r = id_similarity_of_dataset(*f.embedder, at::Tensor(), "", dir, dataset::dataset_shard_count(dir), o);
   ASSERT_EQ(r.cosine.size(), expected.size());
   double max_diff = 0.0;
   for (size_t i = 0; i < expected.size(); ++i) max_diff = std::max(max_diff, std::abs(r.cosine[i] - expected[i]));
@@ -245,13 +246,13 @@ TEST(IdSimilarity, DatasetShardsWithStoredVectorsAndCrops) {
   EXPECT_EQ(r.identity, (std::vector<int64_t>{0, 0, 1, 1, 2, 2}));
 
   // The same vectors from a file give the same cosines; a file with too few rows is an error.
-  save_npy(f.dir + "/ids.npy", vectors);
-  const IdSimResult r2 = id_similarity_of_dataset(*f.embedder, read_identity_vectors(f.dir + "/ids.npy"),
-                                                  f.dir + "/ids.npy", dir, o);
+  formats::save_npy(f.dir + "/ids.npy", vectors);
+  const IdSimResult r2 = id_similarity_of_dataset(*f.embedder, formats::read_identity_vectors(f.dir + "/ids.npy"),
+                                                  f.dir + "/ids.npy", dir, dataset::dataset_shard_count(dir), o);
   for (size_t i = 0; i < expected.size(); ++i) EXPECT_NEAR(r2.cosine[i], r.cosine[i], 1e-6);
-  save_npy(f.dir + "/two.npy", vectors.slice(0, 0, 2));
+  formats::save_npy(f.dir + "/two.npy", vectors.slice(0, 0, 2));
   try {
-    id_similarity_of_dataset(*f.embedder, read_identity_vectors(f.dir + "/two.npy"), f.dir + "/two.npy", dir, o);
+    id_similarity_of_dataset(*f.embedder, formats::read_identity_vectors(f.dir + "/two.npy"), f.dir + "/two.npy", dir, dataset::dataset_shard_count(dir), o);
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("expected a row for every identity"), std::string::npos) << e.what();
@@ -273,7 +274,7 @@ TEST(IdSimilarity, RealFacesAgainstGoldenEmbeddings) {
   std::filesystem::create_directories(images);
   for (int64_t k = 0; k < n; ++k)
     std::filesystem::copy_file(aligned + "/img" + std::to_string(k + 1) + ".png", images + "/" + sample_name(k, 0));
-  auto rec = std::make_shared<const recognition::Recognizer>(model, c10::Device(c10::kCPU));
+  std::shared_ptr<const recognition::Recognizer> rec = recognition::load_recognizer(model, c10::Device(c10::kCPU));
   const recognition::FaceEmbedder embedder(rec);
   const at::Tensor unit = golden / golden.norm(2, 1, true);
   IdSimOptions o;
@@ -313,21 +314,21 @@ TEST(IdSimilarity, BadInputGivesOneLineErrors) {
   std::filesystem::create_directories(images);
   std::filesystem::create_directories(empty);
   write_file_atomic(empty + "/notes.txt", "no faces here");
-  for (int64_t id = 0; id < 3; ++id) write_image_rgb(images + "/" + sample_name(id, 0), random_face(id));
-  save_npy(f.dir + "/ids3.npy", at::randn({3, kDim}));
-  save_npy(f.dir + "/ids2.npy", at::randn({2, kDim}));
-  save_npy(f.dir + "/narrow.npy", at::randn({3, 8}));
-  save_npy(f.dir + "/nan.npy", at::full({2, kDim}, std::nanf("")));
+  for (int64_t id = 0; id < 3; ++id) formats::write_image_rgb(images + "/" + sample_name(id, 0), random_face(id));
+  formats::save_npy(f.dir + "/ids3.npy", at::randn({3, kDim}));
+  formats::save_npy(f.dir + "/ids2.npy", at::randn({2, kDim}));
+  formats::save_npy(f.dir + "/narrow.npy", at::randn({3, 8}));
+  formats::save_npy(f.dir + "/nan.npy", at::full({2, kDim}, std::nanf("")));
   const IdSimOptions o;
   const auto run = [&](const std::string& ids, const std::string& dir) {
-    return error_of([&] { id_similarity_of_folder(*f.embedder, read_identity_vectors(ids), ids, dir, o); });
+    return error_of([&] { id_similarity_of_folder(*f.embedder, formats::read_identity_vectors(ids), ids, dir, o); });
   };
   const std::vector<std::pair<std::string, std::string>> cases = {
       {run(f.dir + "/ids3.npy", empty), "expected {identity:05d}_{image:03d}.png files"},
       {run(f.dir + "/ids2.npy", images), "expected a row for every identity"},
       {run(f.dir + "/narrow.npy", images), "width: expected the recogniser's embedding size 16, found 8"},
       {run(f.dir + "/nan.npy", images), "contains NaN or Inf"},
-      {run(f.dir + "/missing.npy", images), "ID file not found"},
+      {run(f.dir + "/missing.npy", images), "ids: file not found"},
       {error_of([&] {
          IdSimOptions d;
          d.align = "detect";

@@ -24,7 +24,10 @@ TEST(InceptionFidParity, Pool3FeaturesMatchGolden) {
   const at::Tensor features = model->forward(SafeTensorsFile(inputs).tensor("images"));
   const at::Tensor want = SafeTensorsFile(expected).tensor("pool3_features");
   std::cout << "pool3 max|diff| = " << test::max_abs_diff(features, want) << "\n";
-  EXPECT_ALL_CLOSE(features, want, 1e-4);
+  // pool3 values reach ~10 and each is a float32 sum over deep convolution stacks, so the result
+  // depends on the CPU's oneDNN kernels: max|diff| 6.0e-5 on an AVX-512 CPU, 1.2e-4 on an
+  // AVX2-only one. 2e-4 absolute is 2e-5 of the feature scale.
+  EXPECT_ALL_CLOSE(features, want, 2e-4);
 }
 
 TEST(InceptionFid, RejectsWrongInputShape) {

@@ -6,7 +6,7 @@
 #include "core/check.h"
 #include "core/file_util.h"
 #include "core/json.h"
-#include "core/image.h"
+#include "formats/image.h"
 #include "eval/id_similarity.h"
 #include "eval/report.h"
 #include "eval/verification.h"
@@ -22,32 +22,15 @@ namespace idsynth::eval {
 namespace {
 
 json::Value sample_metrics(uint64_t seed = 0) {
-  // Two separable-ish synthetic benchmarks through the real protocol, as cmd_eval stores them.
+  // Two separable-ish synthetic benchmarks through the real protocol, as `eval verify` stores them, and
+  // a FID entry written by hand (only the distance, as a published number would be given).
   json::Value metrics = json::Value::object();
   for (const std::string name : {"lfw", "agedb_30"}) {
     at::manual_seed(name.size() + seed);
     const at::Tensor emb = at::randn({240, 16});
     std::vector<bool> same;
     for (int i = 0; i < 120; ++i) same.push_back(i % 2 == 0);
-    const VerificationResult r = evaluate_embeddings(emb, at::Tensor(), same);
-    json::Value m = json::Value::object();
-    m.set("accuracy", r.accuracy);
-    m.set("std", r.std);
-    json::Value th = json::Value::array();
-    for (double t : r.best_thresholds()) th.push_back(t);
-    m.set("best_thresholds", th);
-    json::Value tar = json::Value::object();
-    json::Value t3 = json::Value::object();
-    t3.set("tar", r.tar_at_far[0].tar);
-    tar.set("1e-03", t3);
-    m.set("tar_at_far", tar);
-    m.set("xnorm", r.xnorm);
-    json::Value roc = json::Value::object(), tpr = json::Value::array(), fpr = json::Value::array();
-    for (size_t k = 0; k < r.tpr.size(); ++k) tpr.push_back(r.tpr[k]), fpr.push_back(r.fpr[k]);
-    roc.set("tpr", tpr);
-    roc.set("fpr", fpr);
-    m.set("roc", roc);
-    metrics.set(name, m);
+    metrics.set(name, verification_metrics(evaluate_embeddings(emb, at::Tensor(), same), false, 120).to_json());
   }
   json::Value fid = json::Value::object();
   fid.set("fid", 6.628);
@@ -71,8 +54,8 @@ json::Value idsim_metrics(double centre, int64_t n, const cv::Scalar& rgb = cv::
   const cv::Mat thumb(32, 32, CV_8UC3, rgb);
   for (int64_t id = 0; id < 2; ++id)
     for (int64_t k = 0; k < 3; ++k)
-      r.faces.push_back({id, k, r.cosine[static_cast<size_t>(k * 5 + id)], base64_encode(encode_image_rgb(thumb, ".jpg", 80))});
-  return id_similarity_json(r);
+      r.faces.push_back({id, k, r.cosine[static_cast<size_t>(k * 5 + id)], base64_encode(formats::encode_image_rgb(thumb, ".jpg", 80))});
+  return id_similarity_metrics(r).to_json();
 }
 
 size_t count_of(const std::string& text, const std::string& what) {
@@ -176,16 +159,22 @@ TEST(Report, ComparisonTableLikeThePaper) {
 
 TEST(Report, RunMetricsErrorsAreOneLine) {
   const std::string dir = test::temp_dir("report-bad");
-  for (const char* sub : {"missing", "badjson", "array", "idsim", "empty"}) std::filesystem::create_directories(dir + "/" + sub);
+  for (const char* sub : {"missing", "badjson", "array", "idsim", "roc", "scalar", "empty"})
+    std::filesystem::create_directories(dir + "/" + sub);
   write_file_atomic(dir + "/badjson/metrics.json", "{\"lfw\": {\"accuracy\": 0.9,");
   write_file_atomic(dir + "/array/metrics.json", "[1, 2]");
   write_file_atomic(dir + "/idsim/metrics.json", "{\"idsim\": {\"count\": 3}}");
+  write_file_atomic(dir + "/roc/metrics.json", "{\"lfw\": {\"accuracy\": 0.9, \"std\": 0.01, \"roc\": {\"thresholds\": [0, 1], "
+                                              "\"tpr\": [0, \"1\"], \"fpr\": [0, 1]}}}");
+  write_file_atomic(dir + "/scalar/metrics.json", "{\"lfw\": 0.99}");
   write_file_atomic(dir + "/empty/metrics.json", "{}");
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"missing", "metrics.json: not found"},
       {"badjson", "metrics.json"},
       {"array", "expected a metrics object, found array"},
-      {"idsim", "idsim: expected mean and histogram"},
+      {"idsim", "metrics.json: idsim: identities: expected an integer, found nothing"},
+      {"roc", "metrics.json: lfw: roc: tpr[1]: expected a number, found string"},
+      {"scalar", "metrics.json: lfw: expected an object of metrics, found number"},
       {"empty", "expected metrics, found an empty object"}};
   for (const auto& [sub, want] : cases) {
     std::string msg = "(no error)";
@@ -248,7 +237,7 @@ Rendered render_in_chromium(const std::string& dir, const std::string& shot_name
   auto shot = test::run_command(flags + " --window-size=1200," + std::to_string(height) + " --screenshot=" + artifacts + "/" +
                                 shot_name + " " + page);
   EXPECT_EQ(shot.exit_code, 0) << shot.err;
-  if (shot.exit_code == 0) r.png = read_image_rgb(artifacts + "/" + shot_name);
+  if (shot.exit_code == 0) r.png = formats::read_image_rgb(artifacts + "/" + shot_name);
   return r;
 }
 

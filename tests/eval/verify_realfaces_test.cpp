@@ -11,8 +11,9 @@
 
 #include "core/file_util.h"
 #include "core/json.h"
-#include "eval/bin_dataset.h"
-#include "eval/recognizer.h"
+#include "formats/bin_pack.h"
+#include "eval/pack_embeddings.h"
+#include "recognition/recognizer.h"
 #include "eval/verification.h"
 #include "tests/support/goldens.h"
 
@@ -26,8 +27,8 @@ TEST(VerifyRealFaces, OnnxRecognizerReproducesExpectedJson) {
   // A small network run image by image (its graph has batch 1): one thread avoids OpenMP barrier spinning.
   at::set_num_threads(1);
   const json::Value expected = json::parse_file(expected_path);
-  const BinPack pack = read_bin(bin_path);
-  auto recognizer = load_recognizer(model);
+  const formats::BinPack pack = formats::read_bin(bin_path);
+  auto recognizer = recognition::load_recognizer(model, c10::kCPU);
   const PackEmbeddings emb = embed_pack(*recognizer, pack, {64, true});
 
   // 1. raw outputs of the first four images (and their mirror images)

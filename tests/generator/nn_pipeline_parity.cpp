@@ -194,9 +194,9 @@ TEST(PipelinePaths, MissingFilesAreNamed) {
     EXPECT_NE(std::string(e.what()).find("--base-dir"), std::string::npos) << e.what();
   }
   auto paths = Arc2FaceModelPaths::resolve(arc, base);
-  EXPECT_EQ(paths.unet_weights, arc + "/arc2face/diffusion_pytorch_model.safetensors");
-  EXPECT_EQ(paths.text_encoder_weights, arc + "/encoder/model.safetensors");
-  EXPECT_EQ(paths.vae_dir, base + "/vae");
+  EXPECT_EQ(paths.unet.weights, arc + "/arc2face/diffusion_pytorch_model.safetensors");
+  EXPECT_EQ(paths.text_encoder.weights, arc + "/encoder/model.safetensors");
+  EXPECT_EQ(paths.vae.dir, base + "/vae");
   EXPECT_EQ(paths.scheduler_config, base + "/scheduler/scheduler_config.json");
   EXPECT_EQ(paths.files().size(), 7u);
 }

@@ -13,6 +13,7 @@
 #include "core/safetensors.h"
 #include "generator/nn_blocks.h"
 #include "generator/unet_2d_condition.h"
+#include "tests/support/errors.h"
 #include "tests/support/goldens.h"
 #include "tests/support/tensor_compare.h"
 
@@ -24,14 +25,7 @@ namespace {
 constexpr double kParityTol = 1e-4;  // issue requirement (README: threads=2 reruns differ by ~2e-6)
 constexpr double kBatchTol = 1e-5;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 // The golden's config with some keys replaced, written to a fresh folder next to (a link to) its weights.
 std::string folder_with_config(const std::string& golden_unet, const std::function<void(json::Value&)>& edit,

@@ -9,6 +9,7 @@
 #include "core/json.h"
 #include "core/safetensors.h"
 #include "generator/autoencoder_kl.h"
+#include "tests/support/errors.h"
 #include "tests/support/goldens.h"
 #include "tests/support/tensor_compare.h"
 
@@ -18,14 +19,8 @@ using namespace idsynth::generator;
 namespace {
 constexpr double kParityTol = 1e-4;  // issue requirement (README: threads=2 reruns differ by ~3e-6)
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
+
 }  // namespace
 
 TEST(VaeParity, MatchesDiffusersTiny) {

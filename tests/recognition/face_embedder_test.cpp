@@ -29,7 +29,7 @@ TEST(RealFaces, AlignAndEmbedMatchReference) {
   IDSYNTH_REQUIRE_GOLDEN(dir, "realfaces");
   IDSYNTH_REQUIRE_TEST_RECOGNIZER(model);
   at::set_num_threads(2);
-  auto rec = std::make_shared<const Recognizer>(model, torch::kCPU);
+  std::shared_ptr<const Recognizer> rec = load_recognizer(model, torch::kCPU);
   EXPECT_EQ(rec->norm().mean, 127.5f);  // fr_feature starts with Conv/PRelu: insightface's 127.5/127.5
   EXPECT_EQ(rec->input_size(), 112);
   SafeTensorsFile emb(dir + "/embeddings.safetensors");
@@ -57,7 +57,7 @@ TEST(RealFaces, AlignAndEmbedMatchReference) {
   }
   // 2. raw embeddings vs OpenCV DNN's
   const at::Tensor ref = emb.tensor("direct_crop");
-  const at::Tensor raw = rec->embed_raw(crops);
+  const at::Tensor raw = rec->embed_bgr(crops);
   EXPECT_ALL_CLOSE(raw, ref, 1e-4);
   // 3. the embedder API on a few images: normalised vectors from photo + landmarks and from the
   //    stored aligned crops (the other rows are the same computation)
@@ -115,7 +115,7 @@ TEST(FaceEmbedder, BadImagesAreReportedAndTheBatchGoesOn) {
   at::set_num_threads(2);
   // The golden SCRFD-structured detector finds "faces" on the photo and nothing on a black image.
   auto det = std::make_shared<const ScrfdDetector>(onnx_dir + "/scrfd_decode.onnx", torch::kCPU);
-  FaceEmbedder embedder(std::make_shared<const Recognizer>(model, torch::kCPU), det);
+  FaceEmbedder embedder(load_recognizer(model, torch::kCPU), det);
   const std::string tmp = test::temp_dir("embed_bad");
   {
     std::ifstream in(photo, std::ios::binary);

@@ -71,10 +71,10 @@ struct Rig {
   bool amp;
   IResNet net;
   MarginHead head;
-  std::unique_ptr<Sgd> sgd;
+  std::unique_ptr<torch::optim::SGD> sgd;
   std::unique_ptr<LossScaler> scaler;
   std::unique_ptr<DataParallel> parallel;
-  std::vector<at::Tensor> backbone_params;
+  std::vector<at::Tensor> params, backbone_params;
 
   Rig(c10::Device d, bool use_amp, bool scaling, std::vector<c10::Device> replicas = {})
       : device(d), amp(use_amp), net(nullptr), head(nullptr) {
@@ -83,10 +83,9 @@ struct Rig {
     net->to(device);
     net->train();
     head = tiny_head(device);
-    std::vector<SgdParam> params = sgd_params(*net, "backbone.", {"bn", "prelu"});
-    for (const auto& p : params) backbone_params.push_back(p.param);
-    for (auto& p : sgd_params(*head, "head.", {"bn", "prelu"})) params.push_back(p);
-    sgd = std::make_unique<Sgd>(params, 0.9, 5e-4);
+    sgd = std::make_unique<torch::optim::SGD>(make_sgd({net.get(), head.get()}, {"bn", "prelu"}, 0.9, 5e-4));
+    params = optimizer_params(*sgd);
+    backbone_params = net->parameters();
     scaler = std::make_unique<LossScaler>(scaling, 1024.0, 2);
     parallel = std::make_unique<DataParallel>(net, replicas.empty() ? std::vector<c10::Device>{device} : replicas, amp);
   }
@@ -97,13 +96,14 @@ struct Rig {
     const double loss = out.loss.item<double>();
     parallel->backward(scaler->enabled() ? out.loss * scaler->scale() : out.loss);
     if (inject) inject();
-    const bool finite = scaler->unscale(sgd->params());
+    const bool finite = scaler->unscale(params);
     if (finite) {
       torch::nn::utils::clip_grad_norm_(backbone_params, 5.0);
-      sgd->step(lr);
+      set_lr(*sgd, lr);
+      sgd->step();
     }
     scaler->update(finite);
-    sgd->zero_grad();
+    set_grads_to_none(*sgd);
     parallel->broadcast();
     return {loss, finite};
   }
@@ -162,7 +162,7 @@ TEST(TrainStep, InfGradientSkipsTheStepAndHalvesTheScale) {
   EXPECT_EQ(rig.scaler->scale(), scale0 / 2);
   const std::vector<at::Tensor> after = rig.net->parameters();
   for (size_t k = 0; k < after.size(); ++k) EXPECT_TRUE(torch::equal(after[k], before[k])) << "parameter " << k << " moved";
-  EXPECT_FALSE(rig.sgd->params()[0].momentum.defined());  // no momentum either
+  EXPECT_TRUE(rig.sgd->state().empty());  // no momentum either
   // Two clean steps (growth interval 2) move the weights and double the scale back.
   int taken = 0;
   for (int i = 0; i < 2; ++i) taken += rig.step(b, 0.05).second ? 1 : 0;

@@ -11,7 +11,9 @@
 #include "core/check.h"
 #include "core/file_util.h"
 #include "recognition/train_data.h"
+#include "formats/recordio.h"
 #include "tests/recognition/train_test_data.h"
+#include "tests/support/errors.h"
 #include "tests/support/goldens.h"
 
 namespace idsynth::recognition {
@@ -19,14 +21,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using test::error_of;
 
 TEST(TrainData, ShardsAndRecordIoGiveTheSameSamples) {
   const std::string dir = test::temp_dir("train_data_rec");
@@ -47,7 +42,7 @@ TEST(TrainData, ShardsAndRecordIoGiveTheSameSamples) {
     labels.push_back(shards.label(i));
   }
   fs::create_directories(dir + "/rec");
-  write_recordio(dir + "/rec/train.rec", dir + "/rec/train.idx", bytes, labels);
+  formats::write_recordio(dir + "/rec/train.rec", dir + "/rec/train.idx", bytes, labels);
   cfg.paths = {dir + "/rec"};
   TrainDataset rec(cfg);
   ASSERT_EQ(rec.size(), 20);
@@ -207,7 +202,7 @@ TEST(TrainData, CorruptJpegIsSkippedAndCounted) {
 TEST(TrainData, FullImagesAreResizedAndMissingDatasetsNamed) {
   const std::string dir = test::temp_dir("train_data_full");
   cv::Mat big(512, 512, CV_8UC3, cv::Scalar(10, 200, 30));
-  test::write_test_shard(dir + "/s.h5", {0, 1}, {encode_image_rgb(big, ".jpg"), encode_image_rgb(big, ".jpg")}, "images");
+  test::write_test_shard(dir + "/s.h5", {0, 1}, {formats::encode_image_rgb(big, ".jpg"), formats::encode_image_rgb(big, ".jpg")}, "images");
   TrainDataConfig cfg;
   cfg.paths = {dir};
   cfg.batch_size = 2;

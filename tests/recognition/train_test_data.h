@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "core/image.h"
+#include "formats/image.h"
 #include "recognition/train_config.h"
 
 namespace idsynth::test {
@@ -113,7 +113,7 @@ inline std::vector<std::string> render_identity(uint32_t seed, int64_t identity,
     noise_rng.fill(noise, cv::RNG::NORMAL, 0, 10);
     f += noise;
     f.convertTo(img, CV_8UC3);
-    out.push_back(encode_image_rgb(img, ".jpg", 90));
+    out.push_back(formats::encode_image_rgb(img, ".jpg", 90));
   }
   return out;
 }

@@ -1,0 +1,175 @@
+#include "formats/dataset_folder.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+
+#include "core/check.h"
+#include "core/file_util.h"
+#include "core/hashing.h"
+#include "core/json.h"
+#include "core/json_fields.h"
+#include "core/log.h"
+#include "formats/shard_file.h"
+
+namespace idsynth::formats {
+namespace {
+
+namespace fs = std::filesystem;
+
+}  // namespace
+
+std::string shard_stem(int64_t index) {
+  char name[32];
+  std::snprintf(name, sizeof(name), "shard-%05lld", static_cast<long long>(index));
+  return name;
+}
+
+std::string shards_dir(const std::string& out_dir) { return (fs::path(out_dir) / "shards").string(); }
+std::string shard_h5_path(const std::string& out_dir, int64_t index) {
+  return (fs::path(shards_dir(out_dir)) / (shard_stem(index) + ".h5")).string();
+}
+std::string shard_record_path(const std::string& out_dir, int64_t index) {
+  return (fs::path(shards_dir(out_dir)) / (shard_stem(index) + ".json")).string();
+}
+
+void write_record(const std::string& out_dir, const ShardRecord& record) {
+  write_file_atomic(shard_record_path(out_dir, record.index), json_fields::write(record).dump(2) + "\n");
+}
+
+bool read_record(const std::string& out_dir, int64_t index, ShardRecord* record) {
+  const std::string path = shard_record_path(out_dir, index);
+  if (!file_exists(path)) return false;
+  try {
+    *record = json_fields::read<ShardRecord>(json::parse_file(path), path);
+    return record->index == index;
+  } catch (const std::exception& e) {
+    LOG_WRN(path, ": unreadable shard record (", e.what(), "); the shard will be regenerated");
+    return false;
+  }
+}
+
+bool shard_finished(const std::string& out_dir, int64_t index) {
+  ShardRecord r;
+  if (!read_record(out_dir, index, &r)) return false;
+  const std::string h5 = shard_h5_path(out_dir, index);
+  return file_exists(h5) && file_size(h5) == r.size;
+}
+
+int64_t rebuild_manifest(const std::string& out_dir, int64_t n_shards) {
+  json::Value shards = json::Value::array();
+  int64_t finished = 0, images = 0, identities = 0, short_ids = 0;
+  for (int64_t k = 0; k < n_shards; ++k) {
+    ShardRecord r;
+    if (!read_record(out_dir, k, &r)) continue;
+    const std::string h5 = shard_h5_path(out_dir, k);
+    if (!file_exists(h5) || file_size(h5) != r.size) continue;
+    ++finished;
+    images += r.images;
+    identities += r.identities;
+    short_ids += static_cast<int64_t>(r.short_identities.size());
+    json::Value j = json::Value::object();
+    j.set("index", r.index);
+    j.set("file", "shards/" + r.file);
+    j.set("size", r.size);
+    j.set("sha256", r.sha256);
+    j.set("first_identity", r.first_identity);
+    j.set("identities", r.identities);
+    j.set("images", r.images);
+    shards.push_back(j);
+  }
+  json::Value m = json::Value::object();
+  m.set("format", "idsynth-manifest");
+  m.set("format_version", 1);
+  m.set("shards_expected", n_shards);
+  m.set("shards_finished", finished);
+  m.set("complete", json::Value(finished == n_shards));
+  m.set("identities", identities);
+  m.set("images", images);
+  m.set("short_identities", short_ids);
+  m.set("shards", shards);
+  write_file_atomic((fs::path(out_dir) / "manifest.json").string(), m.dump(2) + "\n");
+  return finished;
+}
+
+VerifyReport verify_dataset(const std::string& out_dir, int64_t n_shards, bool repair) {
+  VerifyReport rep;
+  rep.shards_expected = n_shards;
+  const std::string dir = shards_dir(out_dir);
+  if (is_directory(dir)) {
+    for (const auto& entry : fs::directory_iterator(dir)) {
+      const std::string name = entry.path().filename().string();
+      if (name.find(".tmp.") != std::string::npos) rep.stale_temporaries.push_back(name);
+    }
+  }
+  std::sort(rep.stale_temporaries.begin(), rep.stale_temporaries.end());
+  for (int64_t k = 0; k < n_shards; ++k) {
+    ShardRecord r;
+    if (!read_record(out_dir, k, &r)) {
+      rep.missing.push_back(k);
+      continue;
+    }
+    const std::string h5 = shard_h5_path(out_dir, k);
+    std::string problem;
+    if (!file_exists(h5)) {
+      problem = "file missing";
+    } else if (file_size(h5) != r.size) {
+      problem = cat("size ", file_size(h5), ", recorded ", r.size);
+    } else if (sha256_file(h5) != r.sha256) {
+      problem = cat("sha256 differs from the record");
+    }
+    if (problem.empty()) {
+      rep.ok.push_back(k);
+      rep.images += r.images;
+      rep.short_identities += static_cast<int64_t>(r.short_identities.size());
+    } else {
+      rep.damaged.push_back(cat(r.file, ": ", problem));
+      rep.damaged_index.push_back(k);
+      if (repair) fs::remove(shard_record_path(out_dir, k));
+    }
+  }
+  if (repair) {
+    // Only the process that owns a shard writes its temporary; a merge runs when no run is active.
+    for (const auto& name : rep.stale_temporaries) fs::remove(fs::path(dir) / name);
+    rebuild_manifest(out_dir, n_shards);
+  }
+  return rep;
+}
+
+namespace {
+std::string index_list(const std::vector<int64_t>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (i == 20) return s + cat(" ... (", v.size(), " in all)");
+    s += (i ? " " : "") + std::to_string(v[i]);
+  }
+  return s;
+}
+}  // namespace
+
+std::string describe(const VerifyReport& r) {
+  std::string s = cat("shards: ", r.ok.size(), " of ", r.shards_expected, " verified (size + sha256), ", r.images,
+                      " images, ", r.short_identities, " short identities\n");
+  if (!r.missing.empty()) s += cat("missing shards: ", index_list(r.missing), "\n");
+  if (!r.damaged.empty()) {
+    s += cat("damaged shards (", r.damaged.size(), "):\n");
+    for (const auto& d : r.damaged) s += "  " + d + "\n";
+  }
+  if (!r.stale_temporaries.empty()) s += cat("stale temporaries: ", r.stale_temporaries.size(), "\n");
+  s += r.complete() ? "dataset complete\n" : "dataset incomplete: rerun `idsynth generate` with the same config\n";
+  return s;
+}
+
+void for_each_shard(const std::string& dir, int64_t n_shards, const std::function<void(const ShardData&)>& visit,
+                    bool require_complete) {
+  std::vector<int64_t> missing;
+  for (int64_t k = 0; k < n_shards; ++k)
+    if (!shard_finished(dir, k)) missing.push_back(k);
+  IDSYNTH_CHECK(!require_complete || missing.empty(), dir, ": ", missing.size(), " of ", n_shards,
+                " shards missing or damaged (first: ", missing.empty() ? 0 : missing[0],
+                "); run `idsynth merge` and finish the dataset with `idsynth generate`");
+  for (int64_t k = 0; k < n_shards; ++k)
+    if (std::find(missing.begin(), missing.end(), k) == missing.end()) visit(read_shard(shard_h5_path(dir, k)));
+}
+
+}  // namespace idsynth::formats

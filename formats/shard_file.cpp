@@ -1,0 +1,316 @@
+#include "formats/shard_file.h"
+
+#include <fcntl.h>
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <mutex>
+
+#include "core/check.h"
+
+namespace idsynth::formats {
+namespace {
+
+// The one lock around the HDF5 library in idsynth (every HDF5 call is in this file). The library
+// here is thread-safe, but its lock is global anyway; one mutex keeps the error-stack handling
+// below simple when several workers write and the training loader reads at once.
+std::mutex& hdf5_mutex() {
+  static std::mutex m;
+  return m;
+}
+
+// Closes an HDF5 handle with the matching H5?close at scope exit.
+class Handle {
+ public:
+  Handle(hid_t id, herr_t (*close)(hid_t), const std::string& what, const std::string& file) : id_(id), close_(close) {
+    IDSYNTH_CHECK(id >= 0, file, ": HDF5: ", what, " failed");
+  }
+  ~Handle() {
+    if (id_ >= 0) close_(id_);
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+  operator hid_t() const { return id_; }
+
+ private:
+  hid_t id_;
+  herr_t (*close_)(hid_t);
+};
+
+void check_status(herr_t status, const std::string& file, const std::string& what) {
+  IDSYNTH_CHECK(status >= 0, file, ": HDF5: ", what, " failed");
+}
+
+hid_t string_type() {
+  hid_t t = H5Tcopy(H5T_C_S1);
+  H5Tset_size(t, H5T_VARIABLE);
+  H5Tset_cset(t, H5T_CSET_UTF8);
+  return t;
+}
+
+void write_string_attr(hid_t loc, const char* name, const std::string& value, const std::string& file) {
+  Handle type(string_type(), H5Tclose, "string type", file);
+  Handle space(H5Screate(H5S_SCALAR), H5Sclose, "scalar space", file);
+  Handle attr(H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose, cat("attribute ", name), file);
+  const char* p = value.c_str();
+  check_status(H5Awrite(attr, type, &p), file, cat("writing attribute ", name));
+}
+
+void write_int_attr(hid_t loc, const char* name, int64_t value, const std::string& file) {
+  Handle space(H5Screate(H5S_SCALAR), H5Sclose, "scalar space", file);
+  Handle attr(H5Acreate2(loc, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose, cat("attribute ", name),
+              file);
+  check_status(H5Awrite(attr, H5T_NATIVE_INT64, &value), file, cat("writing attribute ", name));
+}
+
+// A fixed-size dataset with a contiguous layout and no creation time (byte-deterministic).
+template <typename T>
+void write_array(hid_t file_id, hid_t dcpl, const char* name, hid_t file_type, hid_t mem_type, const std::vector<T>& v,
+                 std::vector<hsize_t> dims, const std::string& file) {
+  Handle space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose, "dataspace", file);
+  Handle ds(H5Dcreate2(file_id, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), H5Dclose, cat("dataset ", name),
+            file);
+  if (!v.empty()) check_status(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), file, cat("writing ", name));
+}
+
+void write_bytes_array(hid_t file_id, hid_t dcpl, const char* name, const std::vector<std::string>& v, const std::string& file) {
+  Handle type(H5Tvlen_create(H5T_STD_U8LE), H5Tclose, "vlen type", file);
+  Handle mem_type(H5Tvlen_create(H5T_NATIVE_UINT8), H5Tclose, "vlen type", file);
+  hsize_t n = v.size();
+  Handle space(H5Screate_simple(1, &n, nullptr), H5Sclose, "dataspace", file);
+  Handle ds(H5Dcreate2(file_id, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), H5Dclose, cat("dataset ", name), file);
+  std::vector<hvl_t> data(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    data[i].len = v[i].size();
+    data[i].p = const_cast<char*>(v[i].data());
+  }
+  if (!data.empty()) check_status(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()), file, cat("writing ", name));
+}
+
+void fsync_path(const std::string& path, bool directory) {
+  const int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+  IDSYNTH_CHECK(fd >= 0, path, ": cannot open for fsync");
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  IDSYNTH_CHECK(rc == 0 || directory, path, ": fsync failed");
+}
+
+// ---- reading --------------------------------------------------------------------------------
+
+bool has_link(hid_t file_id, const char* name) { return H5Lexists(file_id, name, H5P_DEFAULT) > 0; }
+
+std::vector<hsize_t> dataset_dims(hid_t ds, const std::string& file, const char* name) {
+  Handle space(H5Dget_space(ds), H5Sclose, cat("dataspace of ", name), file);
+  const int rank = H5Sget_simple_extent_ndims(space);
+  IDSYNTH_CHECK(rank >= 0, file, ": ", name, ": bad dataspace");
+  std::vector<hsize_t> dims(static_cast<size_t>(rank));
+  H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+  return dims;
+}
+
+template <typename T>
+std::vector<T> read_array(hid_t file_id, const char* name, hid_t mem_type, const std::string& file,
+                          std::vector<hsize_t>* dims_out = nullptr) {
+  IDSYNTH_CHECK(has_link(file_id, name), file, ": dataset '", name, "' missing");
+  Handle ds(H5Dopen2(file_id, name, H5P_DEFAULT), H5Dclose, cat("opening ", name), file);
+  const auto dims = dataset_dims(ds, file, name);
+  size_t n = 1;
+  for (auto d : dims) n *= d;
+  std::vector<T> v(n);
+  if (n > 0) check_status(H5Dread(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), file, cat("reading ", name));
+  if (dims_out != nullptr) *dims_out = dims;
+  return v;
+}
+
+std::vector<std::string> read_bytes_array(hid_t file_id, const char* name, const std::string& file) {
+  Handle ds(H5Dopen2(file_id, name, H5P_DEFAULT), H5Dclose, cat("opening ", name), file);
+  const auto dims = dataset_dims(ds, file, name);
+  IDSYNTH_CHECK(dims.size() == 1, file, ": ", name, ": expected rank 1, found ", dims.size());
+  Handle mem_type(H5Tvlen_create(H5T_NATIVE_UINT8), H5Tclose, "vlen type", file);
+  std::vector<hvl_t> data(dims[0]);
+  std::vector<std::string> out(dims[0]);
+  if (dims[0] == 0) return out;
+  check_status(H5Dread(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()), file, cat("reading ", name));
+  for (size_t i = 0; i < data.size(); ++i) out[i].assign(static_cast<const char*>(data[i].p), data[i].len);
+  Handle space(H5Dget_space(ds), H5Sclose, "dataspace", file);
+  H5Dvlen_reclaim(mem_type, space, H5P_DEFAULT, data.data());
+  return out;
+}
+
+std::string read_string_attr(hid_t loc, const char* name, const std::string& file) {
+  IDSYNTH_CHECK(H5Aexists(loc, name) > 0, file, ": attribute '", name, "' missing");
+  Handle attr(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose, cat("attribute ", name), file);
+  Handle type(string_type(), H5Tclose, "string type", file);
+  char* p = nullptr;
+  check_status(H5Aread(attr, type, &p), file, cat("reading attribute ", name));
+  std::string s = p != nullptr ? p : "";
+  H5free_memory(p);
+  return s;
+}
+
+int64_t read_int_attr(hid_t loc, const char* name, const std::string& file) {
+  IDSYNTH_CHECK(H5Aexists(loc, name) > 0, file, ": attribute '", name, "' missing");
+  Handle attr(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose, cat("attribute ", name), file);
+  int64_t v = 0;
+  check_status(H5Aread(attr, H5T_NATIVE_INT64, &v), file, cat("reading attribute ", name));
+  return v;
+}
+
+}  // namespace
+
+void write_shard(const std::string& path, const ShardData& d) {
+  const size_t n = d.size(), k = d.identity_index.size();
+  IDSYNTH_CHECK(d.image_index.size() == n && d.attempt.size() == n && d.seed.size() == n && d.similarity.size() == n &&
+                    (!d.has_images || d.images.size() == n) && (!d.has_aligned || d.aligned.size() == n) &&
+                    d.identity_vectors.size() == k * static_cast<size_t>(d.dim),
+                path, ": shard ", d.shard_index, ": inconsistent array lengths");
+  const std::string tmp = cat(path, ".tmp.", ::getpid());
+  {
+    std::lock_guard<std::mutex> lock(hdf5_mutex());
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    // A fixed format version (1.8 object headers) and no timestamps: the same data gives the same bytes.
+    Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, "file access list", tmp);
+    check_status(H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18), tmp, "libver bounds");
+    Handle fcpl(H5Pcreate(H5P_FILE_CREATE), H5Pclose, "file creation list", tmp);
+    check_status(H5Pset_obj_track_times(fcpl, false), tmp, "track times (root group)");
+    Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "dataset creation list", tmp);
+    check_status(H5Pset_obj_track_times(dcpl, false), tmp, "track times");
+    Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, fcpl, fapl), H5Fclose, "creating the file", tmp);
+
+    write_string_attr(file, "format", "idsynth-shard", tmp);
+    write_int_attr(file, "format_version", kShardFormatVersion, tmp);
+    write_int_attr(file, "shard_index", d.shard_index, tmp);
+    write_string_attr(file, "config", d.config, tmp);
+    write_string_attr(file, "model_files", d.model_files, tmp);
+
+    write_array(file, dcpl, "identity_index", H5T_STD_I64LE, H5T_NATIVE_INT64, d.identity_index, {k}, tmp);
+    write_array(file, dcpl, "identity_vectors", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, d.identity_vectors,
+                {k, static_cast<hsize_t>(d.dim)}, tmp);
+    write_array(file, dcpl, "short_identities", H5T_STD_I64LE, H5T_NATIVE_INT64, d.short_identities,
+                {d.short_identities.size()}, tmp);
+    write_array(file, dcpl, "labels", H5T_STD_I64LE, H5T_NATIVE_INT64, d.labels, {n}, tmp);
+    write_array(file, dcpl, "image_index", H5T_STD_I32LE, H5T_NATIVE_INT32, d.image_index, {n}, tmp);
+    write_array(file, dcpl, "attempt", H5T_STD_I32LE, H5T_NATIVE_INT32, d.attempt, {n}, tmp);
+    write_array(file, dcpl, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, d.seed, {n}, tmp);
+    write_array(file, dcpl, "similarity", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, d.similarity, {n}, tmp);
+    if (d.has_images) write_bytes_array(file, dcpl, "images", d.images, tmp);
+    if (d.has_aligned) write_bytes_array(file, dcpl, "aligned", d.aligned, tmp);
+    check_status(H5Fflush(file, H5F_SCOPE_GLOBAL), tmp, "flush");
+  }
+  fsync_path(tmp, false);
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  IDSYNTH_CHECK(!ec, path, ": cannot rename ", tmp, ": ", ec.message());
+  fsync_path(std::filesystem::path(path).parent_path().string(), true);
+}
+
+ShardData read_shard(const std::string& path) {
+  std::lock_guard<std::mutex> lock(hdf5_mutex());
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  IDSYNTH_CHECK(H5Fis_hdf5(path.c_str()) > 0, path, ": not an HDF5 file (missing, truncated or damaged)");
+  Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose, "opening the file", path);
+  ShardData d;
+  const std::string format = read_string_attr(file, "format", path);
+  IDSYNTH_CHECK(format == "idsynth-shard", path, ": attribute format: expected 'idsynth-shard', found '", format, "'");
+  const int64_t version = read_int_attr(file, "format_version", path);
+  IDSYNTH_CHECK(version == kShardFormatVersion, path, ": attribute format_version: expected ", kShardFormatVersion,
+                ", found ", version);
+  d.shard_index = read_int_attr(file, "shard_index", path);
+  d.config = read_string_attr(file, "config", path);
+  d.model_files = read_string_attr(file, "model_files", path);
+  d.identity_index = read_array<int64_t>(file, "identity_index", H5T_NATIVE_INT64, path);
+  std::vector<hsize_t> dims;
+  d.identity_vectors = read_array<float>(file, "identity_vectors", H5T_NATIVE_FLOAT, path, &dims);
+  IDSYNTH_CHECK(dims.size() == 2 && dims[0] == d.identity_index.size(), path,
+                ": identity_vectors: expected [K, D] with K = len(identity_index)");
+  d.dim = static_cast<int64_t>(dims[1]);
+  d.short_identities = read_array<int64_t>(file, "short_identities", H5T_NATIVE_INT64, path);
+  d.labels = read_array<int64_t>(file, "labels", H5T_NATIVE_INT64, path);
+  d.image_index = read_array<int32_t>(file, "image_index", H5T_NATIVE_INT32, path);
+  d.attempt = read_array<int32_t>(file, "attempt", H5T_NATIVE_INT32, path);
+  d.seed = read_array<uint64_t>(file, "seed", H5T_NATIVE_UINT64, path);
+  d.similarity = read_array<float>(file, "similarity", H5T_NATIVE_FLOAT, path);
+  d.has_images = has_link(file, "images");
+  d.has_aligned = has_link(file, "aligned");
+  if (d.has_images) d.images = read_bytes_array(file, "images", path);
+  if (d.has_aligned) d.aligned = read_bytes_array(file, "aligned", path);
+  const size_t n = d.labels.size();
+  IDSYNTH_CHECK(d.image_index.size() == n && d.attempt.size() == n && d.seed.size() == n && d.similarity.size() == n &&
+                    (!d.has_images || d.images.size() == n) && (!d.has_aligned || d.aligned.size() == n),
+                path, ": per-image datasets: expected ", n, " entries each (the length of labels)");
+  return d;
+}
+
+ShardImageReader::ShardImageReader(const std::string& path, const std::string& image) : path_(path) {
+  static_assert(sizeof(hid_t) == sizeof(int64_t), "hid_t is stored as int64_t");
+  std::lock_guard<std::mutex> lock(hdf5_mutex());
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // errors are reported here, not printed by HDF5
+  file_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  IDSYNTH_CHECK(file_ >= 0, path, ": expected an HDF5 shard, could not open it");
+  const bool has_aligned = has_link(file_, "aligned");
+  const bool has_images = has_link(file_, "images");
+  std::string name = image;
+  if (name == "auto") name = has_aligned ? "aligned" : "images";
+  IDSYNTH_CHECK(name == "aligned" ? has_aligned : has_images, path, ": dataset '", name,
+                "': expected variable-length JPEG bytes, not in the shard (data.image: ", image, ")");
+  IDSYNTH_CHECK(has_link(file_, "labels"), path, ": dataset 'labels': expected int64 [N], not found");
+  {
+    Handle labels(H5Dopen2(file_, "labels", H5P_DEFAULT), H5Dclose, "opening labels", path);
+    const int64_t n = extent(labels, "labels");
+    labels_.resize(static_cast<size_t>(n));
+    if (n > 0)
+      IDSYNTH_CHECK(H5Dread(labels, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels_.data()) >= 0, path,
+                    ": dataset 'labels': expected integers, could not read them");
+  }
+  images_ = H5Dopen2(file_, name.c_str(), H5P_DEFAULT);
+  IDSYNTH_CHECK(images_ >= 0, path, ": dataset '", name, "': could not open it");
+  const int64_t m = extent(images_, name.c_str());
+  IDSYNTH_CHECK(m == static_cast<int64_t>(labels_.size()), path, ": dataset '", name, "': expected ", labels_.size(),
+                " images (one per label), found ", m);
+  const hid_t ftype = H5Dget_type(images_);
+  const bool vlen = H5Tget_class(ftype) == H5T_VLEN;
+  H5Tclose(ftype);
+  IDSYNTH_CHECK(vlen, path, ": dataset '", name, "': expected variable-length uint8 (JPEG bytes), found another type");
+  memtype_ = H5Tvlen_create(H5T_NATIVE_UCHAR);
+  image_name_ = name;
+}
+
+ShardImageReader::~ShardImageReader() {
+  std::lock_guard<std::mutex> lock(hdf5_mutex());
+  if (memtype_ >= 0) H5Tclose(memtype_);
+  if (images_ >= 0) H5Dclose(images_);
+  if (file_ >= 0) H5Fclose(file_);
+}
+
+int64_t ShardImageReader::extent(int64_t dataset, const char* name) const {
+  const hid_t space = H5Dget_space(dataset);
+  const int rank = H5Sget_simple_extent_ndims(space);
+  hsize_t dims[2] = {0, 0};
+  if (rank == 1) H5Sget_simple_extent_dims(space, dims, nullptr);
+  H5Sclose(space);
+  IDSYNTH_CHECK(rank == 1, path_, ": dataset '", name, "': expected 1 dimension, found ", rank);
+  return static_cast<int64_t>(dims[0]);
+}
+
+std::string ShardImageReader::read(int64_t i) const {
+  IDSYNTH_CHECK(i >= 0 && i < static_cast<int64_t>(labels_.size()), path_, ": dataset '", image_name_, "'[", i,
+                "]: expected an index below ", labels_.size());
+  std::lock_guard<std::mutex> lock(hdf5_mutex());
+  const hid_t fspace = H5Dget_space(images_);
+  const hsize_t start = static_cast<hsize_t>(i), count = 1;
+  H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, nullptr, &count, nullptr);
+  const hid_t mspace = H5Screate_simple(1, &count, nullptr);
+  hvl_t vl{0, nullptr};
+  const herr_t rc = H5Dread(images_, memtype_, mspace, fspace, H5P_DEFAULT, &vl);
+  std::string bytes;
+  if (rc >= 0 && vl.p != nullptr) bytes.assign(static_cast<const char*>(vl.p), vl.len);
+  if (rc >= 0) H5Dvlen_reclaim(memtype_, mspace, H5P_DEFAULT, &vl);
+  H5Sclose(mspace);
+  H5Sclose(fspace);
+  IDSYNTH_CHECK(rc >= 0, path_, ": dataset '", image_name_, "'[", i, "]: could not read the image bytes");
+  return bytes;
+}
+
+}  // namespace idsynth::formats
