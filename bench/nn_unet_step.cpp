@@ -25,6 +25,7 @@
 #include "core/check.h"
 #include "core/device.h"
 #include "core/log.h"
+#include "core/weights.h"
 #include "generator/arc2face_pipeline.h"
 #include "generator/autoencoder_kl.h"
 #include "generator/nn_blocks.h"

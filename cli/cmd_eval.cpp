@@ -170,6 +170,9 @@ int eval_idsim(const std::vector<std::string>& args) {
       "fixed: the image is an aligned crop, resized to the recogniser input (a dataset's stored aligned crop when "
       "there is one); detect: SCRFD (--detector), largest face, ArcFace alignment")(
       "detector", po::value<std::string>()->default_value(""), "SCRFD ONNX detector for --align detect")(
+      "det-size", po::value<int64_t>(&o.det_size)->default_value(o.det_size),
+      "SCRFD letterbox size for --align detect (multiple of 32; insightface: 640; tight 512x512 faces are often found "
+      "only at smaller sizes such as 320 or 256, Arc2Face issue #17)")(
       "batch-size", po::value<int64_t>(&o.batch_size)->default_value(o.batch_size), "images per recogniser call")(
       "bins", po::value<int64_t>(&o.bins)->default_value(o.bins), "histogram bins over [-1, 1]")(
       "grid-identities", po::value<int64_t>(&o.grid_identities)->default_value(o.grid_identities),
@@ -198,7 +201,12 @@ int eval_idsim(const std::vector<std::string>& args) {
   std::shared_ptr<const recognition::ScrfdDetector> detector;
   const std::string det = v["detector"].as<std::string>();
   IDSYNTH_CHECK(o.align == "detect" || det.empty(), "eval idsim: --detector is only used with --align detect");
-  if (!det.empty()) detector = std::make_shared<const recognition::ScrfdDetector>(det, device);
+  IDSYNTH_CHECK(o.align == "detect" || v["det-size"].defaulted(), "eval idsim: --det-size is only used with --align detect");
+  if (!det.empty()) {
+    recognition::ScrfdConfig dc;
+    dc.det_width = dc.det_height = static_cast<int>(o.det_size);
+    detector = std::make_shared<const recognition::ScrfdDetector>(det, device, dc);
+  }
   const recognition::FaceEmbedder embedder(recognizer, detector);
   // 3. cosines
   const eval::IdSimResult r = v.count("images")
@@ -211,6 +219,7 @@ int eval_idsim(const std::vector<std::string>& args) {
   if (!r.failed.empty()) std::printf("%zu images gave no embedding (first: %s)\n", r.failed.size(), r.failed.front().c_str());
   eval::IdSimMetrics m = eval::id_similarity_metrics(r);
   m.align = o.align;
+  if (o.align == "detect") m.det_size = o.det_size;
   m.model = shared.recognizer_path();
   m.ids = ids_path.empty() ? std::string("dataset shards") : ids_path;
   m.source = v.count("images") ? v["images"].as<std::string>() : v["dataset"].as<std::string>();

@@ -1,5 +1,6 @@
 // idsynth sample: identity vectors -> Arc2Face face images (PNG) and a sample.json run record.
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <cmath>
 #include <cstdio>
@@ -25,7 +26,7 @@ namespace idsynth::cli {
 namespace {
 
 struct SampleParams {
-  std::string model_dir, base_dir, ids_path, out_dir;
+  std::string model_dir, base_dir, variant, ids_path, out_dir;
   int64_t images_per_id = 1;
   int64_t seed = 0;
   int64_t steps = 25;
@@ -59,7 +60,9 @@ int cmd_sample(const std::vector<std::string>& args) {
   shared.device("the UNet, VAE and text encoder").dtype("the UNet, VAE and text encoder (scheduler math is float32)");
   opts.add_options()("model-dir", po::value<std::string>(&p.model_dir)->required(),
                      "model folder: diffusers layout (unet/ text_encoder/ vae/ scheduler/) or the Arc2Face download (arc2face/ encoder/)")(
-      "base-dir", po::value<std::string>(&p.base_dir), "Stable Diffusion 1.5 folder providing vae/ and scheduler/ when --model-dir lacks them")(
+      "base-dir", po::value<std::string>(&p.base_dir),
+      "Stable Diffusion 1.5 folder, or single-file checkpoint (v1-5-pruned-emaonly.safetensors / .ckpt), providing the VAE and scheduler when --model-dir lacks them")(
+      "variant", po::value<std::string>(&p.variant), "weight-file variant to prefer, e.g. fp16 (default: the plain files)")(
       "ids", po::value<std::string>(&p.ids_path)->required(), "identity vectors [N, D]: .npy (float32/float64) or safetensors (one tensor or 'ids')")(
       "images-per-id", po::value<int64_t>(&p.images_per_id)->default_value(p.images_per_id), "images per identity")(
       "seed", po::value<int64_t>(&p.seed)->required(), "seed of the one CPU generator that draws all latents (as diffusers)")(
@@ -84,11 +87,20 @@ int cmd_sample(const std::vector<std::string>& args) {
   log::Stopwatch total;
 
   // 1. files and identities (checked before any weights are read)
-  const auto paths = generator::Arc2FaceModelPaths::resolve(p.model_dir, p.base_dir);
+  const auto paths = generator::Arc2FaceModelPaths::resolve(p.model_dir, p.base_dir, p.variant);
   const auto te_config = generator::CLIPTextConfig::from_file(paths.text_encoder.config);
   bool were_normalised = true;
   const at::Tensor ids = formats::read_identity_vectors(p.ids_path, te_config.hidden_size, &were_normalised);
   const int64_t n_ids = ids.size(0);
+  // The scheduler's own step range (LCM: 1..original_inference_steps), before any weights are read.
+  {
+    const auto schedule = generator::Arc2FacePipeline::scheduler_for(paths, p.scheduler);
+    try {
+      schedule->set_timesteps(p.steps);
+    } catch (const Error& e) {
+      fail("--steps: ", e.what());
+    }
+  }
 
   // 2. models
   generator::PipelineOptions pipeline_options;
@@ -100,16 +112,19 @@ int cmd_sample(const std::vector<std::string>& args) {
   if (p.width == 0) p.width = p.height;
   IDSYNTH_CHECK(p.height > 0, "--height: the UNet config has no sample_size; give --height and --width");
 
-  // 3. latents: one generator, identity-major, as diffusers' num_images_per_prompt
+  // 3. latents: one generator, identity-major, as diffusers' num_images_per_prompt; a scheduler
+  //    that adds noise between steps (LCM) keeps drawing from the same generator, as
+  //    StableDiffusionPipeline passes it to scheduler.step(), so a seed gives diffusers' images.
   const int64_t count = n_ids * p.images_per_id;
-  const auto latents = pipe.draw_latents(static_cast<uint64_t>(p.seed), count, p.height, p.width);
+  at::Generator generator = at::detail::createCPUGenerator(static_cast<uint64_t>(p.seed));
+  const auto latents = pipe.draw_latents(generator, count, p.height, p.width);
   generator::SampleOptions so;
   so.num_inference_steps = p.steps;
   so.guidance_scale = p.guidance;
   so.batch_size = p.batch_size;
   LOG_INF("sampling ", count, " images (", n_ids, " identities x ", p.images_per_id, ") at ", p.height, "x", p.width, ", ",
           p.steps, " steps, guidance ", p.guidance, ", ", pipe.scheduler().name(), ", ", p.device, " ", p.dtype);
-  const auto images = generator::Arc2FacePipeline::to_uint8(pipe.sample(ids, latents, so));
+  const auto images = generator::Arc2FacePipeline::to_uint8(pipe.sample(ids, latents, so, nullptr, {generator}));
 
   // 4. outputs
   std::filesystem::create_directories(p.out_dir);
@@ -123,6 +138,7 @@ int cmd_sample(const std::vector<std::string>& args) {
   record.set("command", "sample");
   record.set("model_dir", p.model_dir);
   record.set("base_dir", p.base_dir);
+  if (!p.variant.empty()) record.set("variant", p.variant);
   record.set("ids", file_record(p.ids_path));
   record.set("num_identities", n_ids);
   record.set("id_width", ids.size(1));

@@ -7,12 +7,33 @@
 #include "core/check.h"
 #include "core/tensor_dict.h"
 #include "core/weights.h"
+#include "generator/model_files.h"
+#include "generator/single_file.h"
 #if __has_include("core/onnx_model.h")
 #include "core/onnx_model.h"
 #define IDSYNTH_HAVE_ONNX 1
 #endif
 
 namespace idsynth::cli {
+
+namespace {
+
+// What kind of checkpoint the names say it is, when it is one idsynth converts at load.
+std::string layout_note(const TensorDict& tensors) {
+  if (generator::looks_like_ldm_checkpoint(tensors))
+    return cat(" (single-file LDM checkpoint, ", generator::single_file_kind_name(generator::detect_single_file_kind(tensors)),
+               "; ", generator::count_ema_tensors(tensors), " model_ema tensors)");
+  int64_t legacy = 0;
+  try {
+    generator::convert_legacy_attention_names(tensors, &legacy);
+  } catch (const Error& e) {
+    return cat(" (legacy attention names mixed with current ones; loading fails: ", e.what(), ")");
+  }
+  if (legacy > 0) return cat(" (diffusers, legacy attention names in ", legacy, " blocks: converted at load)");
+  return "";
+}
+
+}  // namespace
 
 int cmd_weights(const std::vector<std::string>& args) {
   po::options_description opts("options");
@@ -43,7 +64,8 @@ int cmd_weights(const std::vector<std::string>& args) {
   }
   size_t width = 4;
   for (const auto& [name, t] : tensors) width = std::max(width, name.size());
-  std::cout << path << ": " << weight_format_name(format) << ", " << tensors.size() << " tensors\n";
+  std::cout << path << ": " << weight_format_name(format) << ", " << tensors.size() << " tensors" << layout_note(tensors)
+            << "\n";
   for (const auto& [name, t] : tensors) {
     std::string padded = name;
     padded.resize(width, ' ');

@@ -37,5 +37,6 @@ int cmd_merge(const std::vector<std::string>& args);
 int cmd_export(const std::vector<std::string>& args);
 int cmd_inspect(const std::vector<std::string>& args);
 int cmd_sample(const std::vector<std::string>& args);
+int cmd_check_model(const std::vector<std::string>& args);
 
 }  // namespace idsynth::cli

@@ -21,6 +21,7 @@ const std::vector<Command>& commands() {
       {"sample", "identity vectors -> Arc2Face face images (PNG) and a sample.json record", cmd_sample},
       {"embed", "photos -> L2-normalised identity vectors (SCRFD, ArcFace alignment, ArcFace/IResNet)", cmd_embed},
       {"weights", "list the tensors of a weight file (safetensors, torch checkpoint, ONNX)", cmd_weights},
+      {"check-model", "which file, layout and dtype each part of a model loads from; fails on the first that does not", cmd_check_model},
       {"config", "print the default config, or validate and resolve a config file", cmd_config},
       {"generate", "the main job: a YAML config -> a face-recognition training set (HDF5 shards)", cmd_generate},
       {"merge", "verify a dataset's shards (size, sha256), report gaps, rebuild manifest.json", cmd_merge},

@@ -116,4 +116,10 @@ void load_state_dict(torch::nn::Module& module, const TensorDict& weights, const
   LOG_DBG(source, ": loaded ", copies.size(), " tensors");
 }
 
+int64_t count_parameters(const torch::nn::Module& module) {
+  int64_t n = 0;
+  for (const auto& p : module.parameters()) n += p.numel();
+  return n;
+}
+
 }  // namespace idsynth

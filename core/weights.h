@@ -35,5 +35,7 @@ void load_state_dict(torch::nn::Module& module, const TensorDict& weights, const
 
 // The module's parameters and buffers by name, as load_state_dict sees them.
 TensorDict module_state(const torch::nn::Module& module);
+// Number of parameter elements (buffers not counted).
+int64_t count_parameters(const torch::nn::Module& module);
 
 }  // namespace idsynth

@@ -167,6 +167,25 @@ std::string inspect_dataset(const std::string& dir, const InspectOptions& o) {
   s << "dataset " << dir << ": " << shards << " of " << n_shards << " shards, " << identities << " identities, " << images
     << " images (" << cfg.output.images_per_identity << " per identity planned), " << short_ids.size()
     << " short identities\n";
+  // Draws and rejections live in the shard records, not the .h5 files, which keeps shard bytes
+  // independent of bookkeeping added later.
+  int64_t draws = 0, kept = 0, no_face = 0, wrong_identity = 0;
+  bool counted = true;
+  for (int64_t k = 0; k < n_shards; ++k) {
+    formats::ShardRecord r;
+    if (!formats::shard_finished(dir, k) || !formats::read_record(dir, k, &r)) continue;
+    draws += r.draws;
+    kept += r.images;
+    counted = counted && r.rejected_no_face && r.rejected_identity;
+    no_face += r.rejected_no_face.value_or(0);
+    wrong_identity += r.rejected_identity.value_or(0);
+  }
+  s << "draws: " << draws << ", " << kept << " kept";
+  if (draws > 0) s << " (accepted " << std::lround(100.0 * static_cast<double>(kept) / static_cast<double>(draws)) << "%)";
+  if (counted)
+    s << "; rejected: " << no_face << " no face, " << wrong_identity << " wrong identity\n";
+  else
+    s << "; rejections by reason not recorded (shard records from before idsynth counted them)\n";
   s << "attempt of kept images:";
   for (const auto& [a, c] : attempts) s << " " << a << ": " << c;
   s << "\n";

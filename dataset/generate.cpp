@@ -1,5 +1,6 @@
 #include "dataset/generate.h"
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <tbb/task_group.h>
 #include <torch/torch.h>
@@ -179,6 +180,8 @@ class Worker {
     const auto slots = shard_slots(shard, cfg.output.images_per_identity);
     std::vector<SlotState> state(slots.size());
     shard_draws_ = 0;
+    shard_no_face_ = 0;
+    shard_wrong_identity_ = 0;
     const at::Tensor shard_ids = s_.ids.narrow(0, shard.first_identity, shard.identity_count);
     at::Tensor cond_ids;  // [K, 77, H] on the device, once per shard
     {
@@ -199,19 +202,23 @@ class Worker {
         std::vector<size_t> batch(pending.begin() + static_cast<std::ptrdiff_t>(begin),
                                   pending.begin() + static_cast<std::ptrdiff_t>(end));
         std::vector<at::Tensor> latents;
+        // Each image's own generator draws its latent and then, for a scheduler that adds noise
+        // between steps (LCM), its per-step noise: an image's numbers depend only on its seed, so
+        // shards are the same bytes for any batch size, worker count or resume.
+        std::vector<at::Generator> generators;
         std::vector<int64_t> local;
         for (size_t idx : batch) {
           const ImageSlot& slot = slots[idx];
           state[idx].seed = image_seed(static_cast<uint64_t>(cfg.generation.seed), slot.identity, slot.image, attempt);
-          latents.push_back(
-              pipeline_->draw_latents(state[idx].seed, 1, cfg.generation.height, cfg.generation.width));
+          generators.push_back(at::detail::createCPUGenerator(state[idx].seed));
+          latents.push_back(pipeline_->draw_latents(generators.back(), 1, cfg.generation.height, cfg.generation.width));
           local.push_back(slot.local);
         }
         const auto index = torch::tensor(local, torch::kLong);
         const at::Tensor cond = cond_ids.index_select(0, index.to(cond_ids.device()));
         const at::Tensor vectors = shard_ids.index_select(0, index);
         const auto u0 = std::chrono::steady_clock::now();
-        at::Tensor images = Arc2FacePipeline::to_uint8(pipeline_->sample_embeds(cond, torch::cat(latents), sample));
+        at::Tensor images = Arc2FacePipeline::to_uint8(pipeline_->sample_embeds(cond, torch::cat(latents), sample, nullptr, generators));
         stats_.unet_seconds += seconds_since(u0);
         stats_.draws += static_cast<int64_t>(batch.size());
         shard_draws_ += static_cast<int64_t>(batch.size());
@@ -223,7 +230,10 @@ class Worker {
             SlotState& st = state[batch[j]];
             st.similarity = results[j].similarity;
             st.attempt = static_cast<int32_t>(attempt);
-            if (!results[j].accepted) continue;
+            if (!results[j].accepted) {
+              ++(results[j].face_found ? shard_wrong_identity_ : shard_no_face_);
+              continue;
+            }
             st.done = true;
             st.full = std::move(results[j].full_jpeg);
             st.aligned = std::move(results[j].aligned_jpeg);
@@ -273,7 +283,7 @@ class Worker {
     return d;
   }
 
-  formats::ShardRecord make_record(const ShardPlan& shard, const formats::ShardData& d) const {
+  formats::ShardRecord make_record(const ShardPlan& shard, const formats::ShardData& d) {
     formats::ShardRecord r;
     r.index = shard.index;
     r.file = formats::shard_stem(shard.index) + ".h5";
@@ -281,7 +291,14 @@ class Worker {
     r.identities = shard.identity_count;
     r.images = static_cast<int64_t>(d.size());
     r.draws = shard_draws_;
+    r.rejected_no_face = shard_no_face_.load();
+    r.rejected_identity = shard_wrong_identity_.load();
+    IDSYNTH_CHECK(r.images + *r.rejected_no_face + *r.rejected_identity == r.draws, r.file, ": ", r.images, " kept + ",
+                  *r.rejected_no_face, " without a face + ", *r.rejected_identity, " of the wrong identity: expected ",
+                  r.draws, " draws");
     r.short_identities = d.short_identities;
+    stats_.rejected_no_face += *r.rejected_no_face;
+    stats_.rejected_identity += *r.rejected_identity;
     return r;
   }
 
@@ -307,6 +324,8 @@ class Worker {
   std::unique_ptr<IdFilter> filter_;
   WorkerStats stats_;
   int64_t shard_draws_ = 0;
+  // Filter tasks of one shard run side by side and all count here.
+  std::atomic<int64_t> shard_no_face_{0}, shard_wrong_identity_{0};
 };
 
 }  // namespace
@@ -316,7 +335,21 @@ std::string dataset_config_yaml(const GenerateConfig& cfg) {
   c.output.dir = "";
   c.generation.devices = {};
   c.generation.threads = 0;
-  return config::to_yaml(c, false);
+  std::string yaml = config::to_yaml(c, false);
+  // Keys added after datasets whose shards store this text are left out where they change nothing
+  // (filter.det_size without detection or at insightface's 640 that was fixed before; model.variant
+  // empty, the plain files, which the model-file hashes name anyway), so those configs still give
+  // the same bytes and resume. The emitter writes a section's keys two spaces in; each of these
+  // names is unique in the schema.
+  auto drop = [&yaml](const std::string& line) {
+    const size_t at = yaml.find("\n  " + line + "\n");
+    IDSYNTH_CHECK(at != std::string::npos, "dataset config: expected the line '", line, "', found none");
+    yaml.erase(at + 1, line.size() + 3);
+  };
+  if (c.filter.alignment != "detect" || c.filter.det_size == FilterConfig{}.det_size)
+    drop(cat("det_size: ", c.filter.det_size));
+  if (c.model.variant.empty()) drop("variant: \"\"");
+  return yaml;
 }
 
 int64_t dataset_shard_count(const GenerateConfig& cfg) {
@@ -383,9 +416,18 @@ GenerateSummary generate_dataset(const GenerateConfig& cfg, const GenerateOption
   check_files(cfg);
   Arc2FaceModelPaths paths;
   try {
-    paths = Arc2FaceModelPaths::resolve(cfg.model.dir, cfg.model.base_dir);
+    paths = Arc2FaceModelPaths::resolve(cfg.model.dir, cfg.model.base_dir, cfg.model.variant);
   } catch (const Error& e) {
     fail("model.dir: ", e.what());
+  }
+  {
+    // The scheduler's own step range (LCM: 1..original_inference_steps), before any output.
+    const auto schedule = Arc2FacePipeline::scheduler_for(paths, cfg.generation.scheduler);
+    try {
+      schedule->set_timesteps(cfg.generation.steps);
+    } catch (const Error& e) {
+      fail("generation.steps: ", e.what());
+    }
   }
   const std::vector<c10::Device> devices = resolve_devices(cfg.generation.devices, "generation.devices");
   const c10::ScalarType dtype = parse_dtype(cfg.generation.dtype, "generation.dtype");
@@ -423,6 +465,7 @@ GenerateSummary generate_dataset(const GenerateConfig& cfg, const GenerateOption
       fo.recognizer = cfg.model.recognizer;
       fo.detector = cfg.model.detector;
       fo.alignment = cfg.filter.alignment;
+      fo.det_size = static_cast<int>(cfg.filter.det_size);
       fo.min_similarity = cfg.filter.min_similarity;
       fo.jpeg_quality = static_cast<int>(cfg.output.jpeg_quality);
       fo.store_full_image = cfg.output.store_full_image;
@@ -466,6 +509,8 @@ GenerateSummary generate_dataset(const GenerateConfig& cfg, const GenerateOption
       summary.shards_generated += w->stats().shards;
       summary.images += w->stats().images;
       summary.draws += w->stats().draws;
+      summary.rejected_no_face += w->stats().rejected_no_face;
+      summary.rejected_identity += w->stats().rejected_identity;
     }
     if (shared.error) std::rethrow_exception(shared.error);
   }
@@ -492,6 +537,8 @@ double GenerateSummary::unet_busy() const {
 std::string describe(const GenerateSummary& s) {
   std::string out = cat("generated ", s.shards_generated, " shards (", s.images, " images kept of ", s.draws, " drawn");
   if (s.draws > 0) out += cat(", accepted ", std::lround(100.0 * s.images / s.draws), "%");
+  if (s.draws > s.images)
+    out += cat("; rejected ", s.rejected_no_face, " without a face, ", s.rejected_identity, " of the wrong identity");
   out += cat(") in ", Progress::format_duration(s.seconds));
   if (s.seconds > 0.0 && s.draws > 0) out += cat(", ", s.draws / s.seconds, " images/s drawn");
   out += cat("; UNet busy ", std::lround(100.0 * s.unet_busy()), "%\n");

@@ -31,6 +31,8 @@ struct WorkerStats {
   int64_t shards = 0;
   int64_t images = 0;       // kept
   int64_t draws = 0;        // generated, redraws included
+  int64_t rejected_no_face = 0;   // draws == images + rejected_no_face + rejected_identity
+  int64_t rejected_identity = 0;
   double seconds = 0.0;     // from the first shard taken to the last shard handed to the writer
   double unet_seconds = 0.0;  // inside the pipeline (denoising + VAE decode)
 };
@@ -43,6 +45,8 @@ struct GenerateSummary {
   int64_t shards_finished = 0;   // in the dataset after this run (manifest)
   int64_t images = 0;
   int64_t draws = 0;
+  int64_t rejected_no_face = 0;   // by this run: the detector found no face
+  int64_t rejected_identity = 0;  // by this run: cosine below filter.min_similarity
   int64_t short_identities = 0;
   double seconds = 0.0;       // generation wall time (after loading)
   double load_seconds = 0.0;  // models, identities, hashes
@@ -59,7 +63,8 @@ std::string describe(const GenerateSummary& summary);
 
 // The config as stored in every shard: the resolved config with the fields that only say where and
 // how the work runs cleared (output.dir, generation.devices, generation.threads), since they do
-// not change a single output byte.
+// not change a single output byte, and without filter.det_size unless it is used and not 640, so
+// configs from before the key existed still give the same shard bytes.
 std::string dataset_config_yaml(const GenerateConfig& cfg);
 
 // The dataset's identity vectors [count, dim] float32 (unit rows): read from

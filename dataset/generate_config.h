@@ -16,11 +16,13 @@ struct ModelConfig {
   std::string base_dir;
   std::string recognizer;
   std::string detector;
+  std::string variant;
   void visit(config::Visitor& v) {
     v.field("dir", dir, "Arc2Face model folder: diffusers layout (unet/ text_encoder/ vae/ scheduler/) or an Arc2Face download (arc2face/ encoder/)");
-    v.field("base_dir", base_dir, "Stable Diffusion 1.5 folder giving vae/ and scheduler/ to an Arc2Face download (empty: dir has them)");
+    v.field("base_dir", base_dir, "Stable Diffusion 1.5 folder (or single-file checkpoint) giving vae/ and scheduler/ to an Arc2Face download (empty: dir has them)");
     v.field("recognizer", recognizer, "ArcFace recogniser for the ID filter: ONNX file or IResNet safetensors (empty: no filter)");
     v.field("detector", detector, "SCRFD detector ONNX for the ID filter (empty: fixed-crop alignment)");
+    v.field("variant", variant, "weight-file variant to prefer, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors); empty: the plain files");
   }
 };
 
@@ -72,10 +74,16 @@ struct FilterConfig {
   double min_similarity = 0.0;
   int64_t max_attempts = 1;
   std::string alignment = "fixed";
+  int64_t det_size = 640;
   void visit(config::Visitor& v) {
     v.field("min_similarity", min_similarity, "keep a face only if the cosine of its embedding to its identity is at least this", {-1.0, 1.0});
     v.field("max_attempts", max_attempts, "redraws per image before the identity is recorded as short", {1, 1000});
     v.field("alignment", alignment, "how faces are cropped for the recogniser", {"fixed", "detect"});
+    v.field("det_size", det_size,
+            "SCRFD letterbox size for alignment: detect, a multiple of 32 (insightface: 640; Arc2Face issue #17: "
+            "tight 512x512 face crops are often missed at 640 and found at smaller sizes such as 320 or 256; "
+            "compare with `idsynth eval idsim --align detect --det-size N`)",
+            {32, 2048});
   }
 };
 
@@ -113,6 +121,8 @@ struct GenerateConfig {
   void check() const {
     IDSYNTH_CHECK(filter.alignment != "detect" || !model.detector.empty(),
                   "filter.alignment: 'detect' needs model.detector (an SCRFD ONNX file), found none");
+    // SCRFD's coarsest stride is 32: other sizes leave a partial anchor row (ScrfdConfig::check).
+    IDSYNTH_CHECK(filter.det_size % 32 == 0, "filter.det_size: expected a multiple of 32, found ", filter.det_size);
     IDSYNTH_CHECK(!generation.devices.empty(), "generation.devices: expected [auto], [cpu] or a list of devices, found []");
   }
 };

@@ -26,7 +26,9 @@ IdFilter::IdFilter(const IdFilterOptions& options) : options_(options) {
   std::shared_ptr<const recognition::ScrfdDetector> detector;
   if (detect) {
     IDSYNTH_CHECK(file_exists(options.detector), "model.detector: file not found: '", options.detector, "'");
-    detector = std::make_shared<const recognition::ScrfdDetector>(options.detector, options.device);
+    recognition::ScrfdConfig dc;
+    dc.det_width = dc.det_height = options.det_size;
+    detector = std::make_shared<const recognition::ScrfdDetector>(options.detector, options.device, dc);
   }
   IDSYNTH_CHECK(!options.recognizer.empty(), "filter.alignment: 'detect' needs model.recognizer as well");
   IDSYNTH_CHECK(file_exists(options.recognizer), "model.recognizer: file not found: '", options.recognizer, "'");
@@ -65,6 +67,7 @@ std::vector<FilteredImage> IdFilter::process(const at::Tensor& images, const at:
     for (int64_t i = 0; i < b; ++i) {
       FilteredImage& f = out[i];
       if (!emb[i].ok) {  // no face found: rejected, redrawn
+        f.face_found = false;
         f.similarity = -std::numeric_limits<float>::infinity();
         continue;
       }

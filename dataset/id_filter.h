@@ -22,6 +22,7 @@ struct IdFilterOptions {
   std::string recognizer;  // empty: keep every face, similarity NaN
   std::string detector;    // used when alignment == "detect"
   std::string alignment = "fixed";
+  int det_size = 640;  // SCRFD letterbox edge (filter.det_size)
   double min_similarity = 0.0;
   int jpeg_quality = 95;
   bool store_full_image = true;
@@ -32,7 +33,8 @@ struct IdFilterOptions {
 
 struct FilteredImage {
   bool accepted = false;
-  float similarity = 0.0f;  // NaN without a recogniser
+  bool face_found = true;   // false: the detector found no face (alignment "detect" only)
+  float similarity = 0.0f;  // NaN without a recogniser, -inf without a face
   std::string full_jpeg;     // filled for accepted images when stored
   std::string aligned_jpeg;
 };

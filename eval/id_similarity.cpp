@@ -53,6 +53,8 @@ std::vector<SampleImage> list_sample_images(const std::string& dir) {
 
 void IdSimOptions::check() const {
   IDSYNTH_CHECK(align == "fixed" || align == "detect", "idsim: --align: expected fixed or detect, found '", align, "'");
+  IDSYNTH_CHECK(det_size >= 32 && det_size <= 2048 && det_size % 32 == 0,
+                "idsim: --det-size: expected a multiple of 32 in 32..2048, found ", det_size);
   IDSYNTH_CHECK(batch_size >= 1, "idsim: --batch-size: expected >= 1, found ", batch_size);
   IDSYNTH_CHECK(bins >= 1 && bins <= 1000, "idsim: --bins: expected 1..1000, found ", bins);
   // The grid lives inline in metrics.json and report.html: keep it a few hundred kB at most.

@@ -41,6 +41,9 @@ std::vector<SampleImage> list_sample_images(const std::string& dir);
 
 struct IdSimOptions {
   std::string align = "fixed";  // fixed | detect (detect needs a FaceEmbedder with a detector)
+  // SCRFD letterbox edge for detect, read by the command that builds the detector. insightface's
+  // 640 often misses Arc2Face's tight 512x512 faces; smaller sizes find them (Arc2Face issue #17).
+  int64_t det_size = 640;
   int64_t batch_size = 32;
   int64_t bins = 40;             // histogram bins over [-1, 1]
   int64_t grid_identities = 6;   // face grid kept for the report: the first identities...
@@ -151,6 +154,7 @@ struct IdSimMetrics {
   Histogram histogram;
   std::vector<FaceThumb> faces;
   std::optional<std::string> align, model, ids, source;  // set by `idsynth eval idsim`
+  std::optional<int64_t> det_size;                       // set with align "detect"
 
   template <class Self, class F>
   static void fields(Self& m, F& f) {
@@ -167,6 +171,7 @@ struct IdSimMetrics {
     f("histogram", m.histogram);
     f("faces", m.faces);
     f("align", m.align);
+    f("det_size", m.det_size);
     f("model", m.model);
     f("ids", m.ids);
     f("source", m.source);

@@ -17,6 +17,17 @@ namespace {
 
 namespace fs = std::filesystem;
 
+// A total of a counter that old records may lack: once one record has none, the total is unknown.
+struct CountTotal {
+  int64_t sum = 0;
+  bool known = true;
+  void add(const std::optional<int64_t>& count) {
+    if (count) sum += *count;
+    else known = false;
+  }
+  std::optional<int64_t> value() const { return known ? std::optional<int64_t>(sum) : std::nullopt; }
+};
+
 }  // namespace
 
 std::string shard_stem(int64_t index) {
@@ -59,11 +70,14 @@ bool shard_finished(const std::string& out_dir, int64_t index) {
 int64_t rebuild_manifest(const std::string& out_dir, int64_t n_shards) {
   json::Value shards = json::Value::array();
   int64_t finished = 0, images = 0, identities = 0, short_ids = 0;
+  CountTotal no_face, identity;
   for (int64_t k = 0; k < n_shards; ++k) {
     ShardRecord r;
     if (!read_record(out_dir, k, &r)) continue;
     const std::string h5 = shard_h5_path(out_dir, k);
     if (!file_exists(h5) || file_size(h5) != r.size) continue;
+    no_face.add(r.rejected_no_face);
+    identity.add(r.rejected_identity);
     ++finished;
     images += r.images;
     identities += r.identities;
@@ -87,6 +101,8 @@ int64_t rebuild_manifest(const std::string& out_dir, int64_t n_shards) {
   m.set("identities", identities);
   m.set("images", images);
   m.set("short_identities", short_ids);
+  if (no_face.known) m.set("rejected_no_face", no_face.sum);
+  if (identity.known) m.set("rejected_identity", identity.sum);
   m.set("shards", shards);
   write_file_atomic((fs::path(out_dir) / "manifest.json").string(), m.dump(2) + "\n");
   return finished;
@@ -103,6 +119,7 @@ VerifyReport verify_dataset(const std::string& out_dir, int64_t n_shards, bool r
     }
   }
   std::sort(rep.stale_temporaries.begin(), rep.stale_temporaries.end());
+  CountTotal no_face, identity;
   for (int64_t k = 0; k < n_shards; ++k) {
     ShardRecord r;
     if (!read_record(out_dir, k, &r)) {
@@ -119,6 +136,8 @@ VerifyReport verify_dataset(const std::string& out_dir, int64_t n_shards, bool r
       problem = cat("sha256 differs from the record");
     }
     if (problem.empty()) {
+      no_face.add(r.rejected_no_face);
+      identity.add(r.rejected_identity);
       rep.ok.push_back(k);
       rep.images += r.images;
       rep.short_identities += static_cast<int64_t>(r.short_identities.size());
@@ -128,6 +147,8 @@ VerifyReport verify_dataset(const std::string& out_dir, int64_t n_shards, bool r
       if (repair) fs::remove(shard_record_path(out_dir, k));
     }
   }
+  rep.rejected_no_face = no_face.value();
+  rep.rejected_identity = identity.value();
   if (repair) {
     // Only the process that owns a shard writes its temporary; a merge runs when no run is active.
     for (const auto& name : rep.stale_temporaries) fs::remove(fs::path(dir) / name);
@@ -150,6 +171,8 @@ std::string index_list(const std::vector<int64_t>& v) {
 std::string describe(const VerifyReport& r) {
   std::string s = cat("shards: ", r.ok.size(), " of ", r.shards_expected, " verified (size + sha256), ", r.images,
                       " images, ", r.short_identities, " short identities\n");
+  if (r.rejected_no_face && r.rejected_identity)
+    s += cat("rejected draws: ", *r.rejected_no_face, " no face, ", *r.rejected_identity, " wrong identity\n");
   if (!r.missing.empty()) s += cat("missing shards: ", index_list(r.missing), "\n");
   if (!r.damaged.empty()) {
     s += cat("damaged shards (", r.damaged.size(), "):\n");

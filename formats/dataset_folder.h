@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -19,6 +20,10 @@ struct ShardRecord {
   int64_t identities = 0;
   int64_t images = 0;
   int64_t draws = 0;  // images drawn, rejected redraws included
+  // Every rejected draw, by reason: draws == images + rejected_no_face + rejected_identity.
+  // Optional because records written before idsynth counted them lack the keys and must still read.
+  std::optional<int64_t> rejected_no_face;   // the detector found no face (filter.alignment: detect)
+  std::optional<int64_t> rejected_identity;  // a face, cosine below filter.min_similarity
   std::vector<int64_t> short_identities;
 
   // shard-NNNNN.json's fields, in file order (core/json_fields.h)
@@ -32,6 +37,8 @@ struct ShardRecord {
     f("identities", r.identities);
     f("images", r.images);
     f("draws", r.draws);
+    f("rejected_no_face", r.rejected_no_face);
+    f("rejected_identity", r.rejected_identity);
     f("short_identities", r.short_identities);
   }
 };
@@ -62,6 +69,8 @@ struct VerifyReport {
   std::vector<std::string> stale_temporaries;  // *.tmp.<pid> left by killed processes
   int64_t images = 0;
   int64_t short_identities = 0;
+  // Sums over the verified shards; unset when one of their records predates the counters.
+  std::optional<int64_t> rejected_no_face, rejected_identity;
   bool complete() const { return missing.empty() && damaged.empty(); }
 };
 

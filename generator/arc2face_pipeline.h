@@ -6,6 +6,7 @@
 //      foivospar/Arc2Face README.md; reference/arc2face.md sections 3-5; goldens/pipeline_tiny.
 #pragma once
 
+#include <ATen/core/Generator.h>
 #include <torch/types.h>
 
 #include <memory>
@@ -28,10 +29,13 @@ namespace idsynth::generator {
 // Parts in model_dir win; vae/ and scheduler/ fall back to base_dir.
 struct Arc2FaceModelPaths {
   ComponentFiles unet, text_encoder, vae;
-  std::string scheduler_config;
+  std::string scheduler_config;  // empty: Stable Diffusion 1.5's (from a single-file base)
 
-  // Checks that every file exists; a missing one is one error naming that file.
-  static Arc2FaceModelPaths resolve(const std::string& model_dir, const std::string& base_dir = "");
+  // Checks that every file exists; a missing one is one error naming that file. `base_dir` may
+  // also be an SD-1.5 single-file checkpoint (VAE, scheduler defaults, and the UNet when model_dir
+  // has none); `variant` prefers e.g. the fp16 weight files (model_files.h).
+  static Arc2FaceModelPaths resolve(const std::string& model_dir, const std::string& base_dir = "",
+                                    const std::string& variant = "");
   // Every config and weight file, in a fixed order (for hashes in run records).
   std::vector<std::string> files() const;
 };
@@ -39,7 +43,7 @@ struct Arc2FaceModelPaths {
 struct PipelineOptions {
   c10::Device device = c10::kCPU;
   c10::ScalarType dtype = c10::kFloat;  // UNet, VAE and text encoder; scheduler math is float32
-  std::string scheduler = "dpmsolver++";  // dpmsolver++ | ddim | euler (see scheduler_kinds())
+  std::string scheduler = "dpmsolver++";  // dpmsolver++ | ddim | euler | lcm (see scheduler_kinds())
 };
 
 struct SampleOptions {
@@ -64,6 +68,9 @@ class Arc2FacePipeline {
                    std::unique_ptr<Scheduler> scheduler, PipelineOptions options);
   // Loads every part onto options.device in options.dtype and logs the total load time.
   static Arc2FacePipeline load(const Arc2FaceModelPaths& paths, const PipelineOptions& options);
+  // The scheduler `load` builds (kind from PipelineOptions::scheduler), without any weights: cheap,
+  // so commands can check settings such as the step count before loading the model.
+  static std::unique_ptr<Scheduler> scheduler_for(const Arc2FaceModelPaths& paths, const std::string& kind);
 
   // 2^(len(vae.block_out_channels) - 1): pixels per latent cell.
   int64_t vae_scale_factor() const;
@@ -80,15 +87,27 @@ class Arc2FacePipeline {
   // Latents for `count` images drawn as diffusers does: one CPU generator seeded `seed`, one
   // randn call, float32 [count, C, height/f, width/f] on the CPU.
   torch::Tensor draw_latents(uint64_t seed, int64_t count, int64_t height, int64_t width) const;
+  // The same from the caller's CPU generator, which it keeps: a stochastic scheduler's per-step
+  // noise then continues this generator's stream, as in diffusers (pass it to sample()).
+  torch::Tensor draw_latents(at::Generator& generator, int64_t count, int64_t height, int64_t width) const;
+
 
   // Images [M, H, W, 3] float32 in [0, 1] on the CPU for ID vectors [N, D] and latents [M, C, h, w]
   // with M a multiple of N: identity i gets images i*M/N ... (identity-major). Each identity is
   // encoded once.
+  // `step_generators` (CPU) draw the noise of a scheduler that adds noise between steps (LCM), as
+  // diffusers' `generator` argument: one generator draws each such step's noise for the whole
+  // batch in one randn [M, C, h, w] call (StableDiffusionPipeline with one generator; pass the one
+  // that drew the latents); M generators draw image j's noise [1, C, h, w] from generator j (a
+  // generator list: images independent of batching). All of it is drawn before denoising, in step
+  // order, so options.batch_size does not change which numbers an image gets. Deterministic
+  // schedulers ignore them; a stochastic one without them is an error.
   torch::Tensor sample(const torch::Tensor& id_embeds, const torch::Tensor& latents, const SampleOptions& options,
-                       SampleTrace* trace = nullptr);
+                       SampleTrace* trace = nullptr, const std::vector<at::Generator>& step_generators = {});
   // The same from precomputed conditioning [M, 77, H] (one row per image).
   torch::Tensor sample_embeds(const torch::Tensor& prompt_embeds, const torch::Tensor& latents,
-                              const SampleOptions& options, SampleTrace* trace = nullptr);
+                              const SampleOptions& options, SampleTrace* trace = nullptr,
+                              const std::vector<at::Generator>& step_generators = {});
 
   // Final latents [M, C, h, w] float32 -> raw VAE output [M, 3, H, W] float32 (before the
   // (x/2+0.5).clamp). A float16 decode that overflows is redone in float32.
@@ -104,9 +123,11 @@ class Arc2FacePipeline {
   const PipelineOptions& options() const { return options_; }
 
  private:
-  // One denoising batch: latents [b, C, h, w] float32, conditioning [b, 77, H].
+  // One denoising batch: latents [b, C, h, w] float32, conditioning [b, 77, H], and per step the
+  // scheduler's noise for these b images (undefined where a step takes none; empty: no step does).
   torch::Tensor denoise(const torch::Tensor& latents, const torch::Tensor& cond, const SampleOptions& options,
-                        std::vector<torch::Tensor>* noise_trace, std::vector<torch::Tensor>* latent_trace);
+                        const std::vector<torch::Tensor>& step_noise, std::vector<torch::Tensor>* noise_trace,
+                        std::vector<torch::Tensor>* latent_trace);
 
   Arc2FaceIdEncoder encoder_;
   UNet2DCondition unet_;

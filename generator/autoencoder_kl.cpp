@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/weights.h"
 #include "generator/config_reader.h"
+#include "generator/single_file.h"
 #include "generator/unet_2d_blocks.h"
 #include "generator/unet_2d_condition.h"
 
@@ -341,17 +342,39 @@ at::Tensor AutoencoderKLImpl::decode(const at::Tensor& z) {
   return decoder(x).contiguous();
 }
 
-AutoencoderKL load_vae(const ComponentFiles& files, c10::Device device, c10::ScalarType dtype) {
+AutoencoderKL load_vae(const ComponentFiles& files, c10::Device device, c10::ScalarType dtype, LoadReport* report) {
   log::Stopwatch watch;
-  const std::string& weights_path = files.weights;
-  AutoencoderKLConfig config = AutoencoderKLConfig::from_file(files.config);
+  LoadReport r;
+  r.weights = files.weights;
+  // A single file has no config: Stable Diffusion 1.5's, unless one is given beside it.
+  AutoencoderKLConfig config = files.config.empty()
+                        ? AutoencoderKLConfig::from_json(sd15_vae_config(), "Stable Diffusion 1.5 VAE config")
+                        : AutoencoderKLConfig::from_file(files.config);
+  TensorDict weights;
+  if (files.single_file) {
+    const TensorDict checkpoint = read_single_file(files.weights);
+    weights = ldm_vae_to_diffusers(checkpoint, config, files.weights);
+    r.layout = "single-file";
+    if (const int64_t ema = count_ema_tensors(checkpoint); ema > 0)
+      LOG_INF(files.weights, ": ignored ", ema, " model_ema.* tensors (EMA copies), as diffusers does without extract_ema");
+  } else {
+    int64_t legacy = 0;
+    weights = convert_legacy_attention_names(read_weights(files.weights), &legacy);
+    r.layout = legacy > 0 ? "legacy" : "diffusers";
+    if (legacy > 0)
+      LOG_INF(files.weights, ": converted the legacy attention names of ", legacy,
+              " VAE blocks (query/key/value/proj_attn -> to_q/to_k/to_v/to_out.0), as diffusers does at load");
+  }
+  r.file_dtype = floating_dtype(weights);
+  r.tensors = static_cast<int64_t>(weights.size());
   AutoencoderKL vae(std::move(config));
   vae->to(device, dtype);
-  const TensorDict weights = read_weights(weights_path);
   load_state_dict(*vae, weights);
   vae->eval();
-  LOG_INF("loaded VAE from ", weights_path, ": ", count_parameters(*vae), " parameters, ", dtype_string(dtype), " on ",
-          device.str(), ", taking ", watch.seconds(), " s");
+  r.parameters = count_parameters(*vae);
+  LOG_INF("loaded VAE from ", files.weights, " (", r.layout, ", ", dtype_string(r.file_dtype), "): ", r.parameters,
+          " parameters, ", dtype_string(dtype), " on ", device.str(), ", taking ", watch.seconds(), " s");
+  if (report != nullptr) *report = r;
   return vae;
 }
 

@@ -160,7 +160,8 @@ TORCH_MODULE(AutoencoderKL);
 
 // Builds the VAE from `folder`/config.json and loads `folder`/diffusion_pytorch_model.safetensors
 // (or .bin) strictly. Logs parameter count and load time.
-AutoencoderKL load_vae(const ComponentFiles& files, c10::Device device = c10::kCPU, c10::ScalarType dtype = c10::kFloat);
+AutoencoderKL load_vae(const ComponentFiles& files, c10::Device device = c10::kCPU, c10::ScalarType dtype = c10::kFloat,
+                       LoadReport* report = nullptr);
 // The same for a component folder (locate_component).
 AutoencoderKL load_vae(const std::string& folder, c10::Device device = c10::kCPU, c10::ScalarType dtype = c10::kFloat);
 

@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "core/check.h"
+#include "core/device.h"
 #include "core/file_util.h"
 #include "core/log.h"
 #include "core/weights.h"
@@ -206,17 +207,28 @@ CLIPTextOutput CLIPTextModelImpl::forward_embeds(const torch::Tensor& input_ids,
   return text_model->forward(input_ids, token_embeds);
 }
 
-CLIPTextModel load_clip_text_model(const ComponentFiles& files, c10::Device device, c10::ScalarType dtype) {
+CLIPTextModel load_clip_text_model(const ComponentFiles& files, c10::Device device, c10::ScalarType dtype,
+                                   LoadReport* report) {
   log::Stopwatch watch;
-  const std::string& weights_path = files.weights;
+  IDSYNTH_CHECK(!files.single_file, files.weights,
+                ": a single-file checkpoint's text encoder is the plain CLIP; Arc2Face needs its own encoder/ folder");
   CLIPTextModel model(CLIPTextConfig::from_file(files.config));
+  const TensorDict weights = read_weights(files.weights);
   LoadOptions options;
   // transformers < 4.31 saved the position ids as a persistent buffer (Arc2Face's encoder has it).
   options.ignore_unexpected = {"text_model.embeddings.position_ids"};
-  load_state_dict(*model, read_weights(weights_path), options);
+  load_state_dict(*model, weights, options);
   model->to(device, dtype);
   model->eval();
-  LOG_INF("loading CLIP text encoder ", weights_path, " completed, taking ", watch.seconds(), " s");
+  if (report != nullptr) {
+    report->weights = files.weights;
+    report->layout = "diffusers";
+    report->file_dtype = floating_dtype(weights);
+    report->tensors = static_cast<int64_t>(weights.size());
+    report->parameters = count_parameters(*model);
+  }
+  LOG_INF("loading CLIP text encoder ", files.weights, " (", dtype_string(floating_dtype(weights)), ") completed, taking ",
+          watch.seconds(), " s");
   return model;
 }
 

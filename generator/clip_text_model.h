@@ -142,7 +142,8 @@ TORCH_MODULE(CLIPTextModel);
 
 // Reads `folder/config.json` and `folder/model.safetensors` or `folder/pytorch_model.bin`
 // (whichever exists), loads strictly by name and moves the model to device/dtype in eval mode.
-CLIPTextModel load_clip_text_model(const ComponentFiles& files, c10::Device device, c10::ScalarType dtype);
+CLIPTextModel load_clip_text_model(const ComponentFiles& files, c10::Device device, c10::ScalarType dtype,
+                                   LoadReport* report = nullptr);
 // The same for a component folder (locate_component).
 CLIPTextModel load_clip_text_model(const std::string& folder, c10::Device device, c10::ScalarType dtype);
 

@@ -140,12 +140,10 @@ TORCH_MODULE(UNet2DCondition);
 // Builds the UNet from `folder`/config.json and loads `folder`/diffusion_pytorch_model.safetensors
 // (or .bin) strictly onto `device` in `dtype`. Logs parameter count and load time.
 UNet2DCondition load_unet(const ComponentFiles& files, c10::Device device = c10::kCPU,
-                          c10::ScalarType dtype = c10::kFloat);
+                          c10::ScalarType dtype = c10::kFloat, LoadReport* report = nullptr);
 // The same for a component folder (locate_component).
 UNet2DCondition load_unet(const std::string& folder, c10::Device device = c10::kCPU,
                           c10::ScalarType dtype = c10::kFloat);
 
-// Total number of parameter elements of a module.
-int64_t count_parameters(const torch::nn::Module& module);
 
 }  // namespace idsynth::generator

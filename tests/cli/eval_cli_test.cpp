@@ -138,6 +138,10 @@ TEST(EvalCli, BadInputExitsOneWithOneLine) {
   expect_error(idsim_command(tmp + "/ids1.npy", s.images, tmp + "/o2"), "expected a row for every identity");
   expect_error(idsim_command(tmp + "/narrow.npy", s.images, tmp + "/o3"), "embedding size 16, found 12");
   expect_error(idsim_command(tmp + "/ids2.npy", s.images, tmp + "/o4", "--align detect"), "expected a face detector");
+  expect_error(idsim_command(tmp + "/ids2.npy", s.images, tmp + "/o5", "--det-size 320"),
+               "--det-size is only used with --align detect");
+  expect_error(idsim_command(tmp + "/ids2.npy", s.images, tmp + "/o6", "--align detect --det-size 100"),
+               "--det-size: expected a multiple of 32 in 32..2048, found 100");
   EXPECT_FALSE(file_exists(tmp + "/o2/metrics.json"));
   const std::string report = idsynth_binary() + " --log-level error eval report --out " + tmp + "/rep ";
   expect_error(report + "--run a=" + tmp + "/nothing", "metrics.json: not found");

@@ -10,15 +10,21 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include "core/check.h"
+#include "core/json.h"
 #include "dataset_test_util.h"
+#include "dataset/export.h"
 #include "dataset/generate.h"
+#include "dataset/id_filter.h"
 #include "dataset/plan.h"
 #include "formats/dataset_folder.h"
 #include "formats/shard_file.h"
+#include "tests/support/errors.h"
 #include "tests/support/process.h"
 
 extern char** environ;
@@ -94,6 +100,24 @@ TEST(DatasetGenerate, TwoWorkersAndFourTasksGiveTheSameBytes) {
     EXPECT_EQ(st.complete(), t == 1);
   }
   test::expect_same_dataset(ref, tasks);
+}
+
+// LCM draws noise between steps from each image's own generator, after its latent: an image's
+// numbers depend only on its seed, so one worker and two give the same bytes. (Batch size 8 vs 1
+// is not byte-identical for any scheduler, DPM-Solver++ included: batched CPU kernels round
+// differently, ~1e-6; PipelineLcm.PerImageGeneratorsMakeImagesIndependentOfTheBatch checks that.)
+TEST(DatasetGenerate, LcmSchedulerGivesTheSameBytesForAnyWorkerSplit) {
+  const std::string one = test::temp_dir("dataset_lcm_one"), two = test::temp_dir("dataset_lcm_two");
+  auto cfg = test::tiny_config(one);
+  cfg.generation.scheduler = "lcm";
+  ASSERT_TRUE(generate_dataset(cfg, quiet()).complete());
+  cfg = test::tiny_config(two);
+  cfg.generation.scheduler = "lcm";
+  cfg.generation.devices = {"cpu", "cpu"};
+  ASSERT_TRUE(generate_dataset(cfg, quiet()).complete());
+  test::expect_same_dataset(one, two);
+  // Not the DPM-Solver++ dataset: the scheduler was really used.
+  EXPECT_NE(test::read_bytes(formats::shard_h5_path(one, 0)), test::read_bytes(formats::shard_h5_path(reference_dataset(), 0)));
 }
 
 pid_t spawn_generate(const std::string& config) {
@@ -218,6 +242,10 @@ TEST(DatasetGenerate, BadConfigsFailBeforeAnyOutput) {
   cfg = test::tiny_config(out);
   cfg.generation.devices = {"tpu"};
   expect_error(cfg, "generation.devices");
+  cfg = test::tiny_config(out);
+  cfg.generation.scheduler = "lcm";
+  cfg.generation.steps = 51;  // LCM's schedule is a subset of its 50-step distillation grid
+  expect_error(cfg, "generation.steps: LCMScheduler: num_inference_steps: expected 1..50");
 
   // Reading the YAML: unknown keys and negative counts name the key and the file.
   const std::string yaml = dir + "/bad.yaml";
@@ -241,6 +269,123 @@ TEST(DatasetGenerate, BadConfigsFailBeforeAnyOutput) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("different config"), std::string::npos) << e.what();
   }
+}
+
+
+TEST(DatasetGenerate, RecordsCountEveryRejectedDrawByReason) {
+  const std::string dir = reference_dataset();
+  int64_t draws = 0, kept = 0, wrong_identity = 0;
+  for (int64_t k = 0; k < 8; ++k) {
+    formats::ShardRecord r;
+    ASSERT_TRUE(formats::read_record(dir, k, &r)) << k;
+    ASSERT_TRUE(r.rejected_no_face.has_value()) << k;
+    ASSERT_TRUE(r.rejected_identity.has_value()) << k;
+    // Fixed alignment never runs the detector, so every rejection is a cosine below the threshold.
+    EXPECT_EQ(*r.rejected_no_face, 0) << k;
+    EXPECT_EQ(r.images + *r.rejected_no_face + *r.rejected_identity, r.draws) << k;
+    draws += r.draws;
+    kept += r.images;
+    wrong_identity += *r.rejected_identity;
+  }
+  EXPECT_GT(wrong_identity, 0) << "min_similarity 0 with a random recogniser rejects about half the draws";
+  const json::Value manifest = json::parse_file(dir + "/manifest.json");
+  EXPECT_EQ(manifest.find("rejected_no_face")->as_int("manifest"), 0);
+  EXPECT_EQ(manifest.find("rejected_identity")->as_int("manifest"), wrong_identity);
+  const std::string text = inspect_dataset(dir, {});
+  EXPECT_NE(text.find(cat("draws: ", draws, ", ", kept, " kept (accepted ")), std::string::npos) << text;
+  EXPECT_NE(text.find(cat("rejected: 0 no face, ", wrong_identity, " wrong identity")), std::string::npos) << text;
+  const auto report = formats::verify_dataset(dir, 8, /*repair=*/false);
+  EXPECT_EQ(report.rejected_identity, std::optional<int64_t>(wrong_identity));
+  EXPECT_NE(describe(report).find(cat("rejected draws: 0 no face, ", wrong_identity, " wrong identity")), std::string::npos);
+}
+
+TEST(DatasetGenerate, RecordsWithoutTheRejectionCountsStillReadAndResume) {
+  const std::string ref = reference_dataset();
+  const std::string dir = test::temp_dir("dataset_old_records");
+  fs::copy(ref, dir, fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+  // Records as written before the counters existed: the same keys, without the two new ones.
+  for (int64_t k = 0; k < 8; ++k) {
+    formats::ShardRecord r;
+    ASSERT_TRUE(formats::read_record(dir, k, &r));
+    r.rejected_no_face.reset();
+    r.rejected_identity.reset();
+    formats::write_record(dir, r);
+    ASSERT_EQ(test::read_bytes(formats::shard_record_path(dir, k)).find("rejected"), std::string::npos);
+  }
+  fs::remove(formats::shard_record_path(dir, 6));
+  fs::remove(formats::shard_h5_path(dir, 6));
+
+  const auto s = generate_dataset(test::tiny_config(dir), quiet());
+  EXPECT_EQ(s.shards_skipped, 7);
+  EXPECT_EQ(s.shards_generated, 1);
+  EXPECT_EQ(s.images + s.rejected_no_face + s.rejected_identity, s.draws);
+  for (int64_t k = 0; k < 8; ++k)
+    EXPECT_TRUE(test::read_bytes(formats::shard_h5_path(dir, k)) == test::read_bytes(formats::shard_h5_path(ref, k))) << k;
+  formats::ShardRecord fresh;
+  ASSERT_TRUE(formats::read_record(dir, 6, &fresh));
+  EXPECT_TRUE(fresh.rejected_identity.has_value());
+  // One record without counters makes the totals unknown rather than wrong.
+  const json::Value manifest = json::parse_file(dir + "/manifest.json");
+  EXPECT_EQ(manifest.find("rejected_identity"), nullptr);
+  const std::string text = inspect_dataset(dir, {});
+  EXPECT_NE(text.find("rejections by reason not recorded"), std::string::npos) << text;
+  EXPECT_TRUE(formats::verify_dataset(dir, 8, false).complete());
+}
+
+// The configs shards were made with before filter.det_size must keep storing the same text.
+TEST(DatasetGenerate, NewKeysEnterTheShardConfigOnlyWhenTheyChangeSomething) {
+  auto cfg = test::tiny_config("x");
+  EXPECT_EQ(dataset_config_yaml(cfg).find("det_size"), std::string::npos);
+  cfg.filter.det_size = 320;  // fixed alignment: no detector runs
+  EXPECT_EQ(dataset_config_yaml(cfg).find("det_size"), std::string::npos);
+  cfg.filter.alignment = "detect";
+  cfg.model.detector = "scrfd_10g_bnkps.onnx";
+  cfg.filter.det_size = 640;
+  EXPECT_EQ(dataset_config_yaml(cfg).find("det_size"), std::string::npos);
+  cfg.filter.det_size = 256;
+  const std::string yaml = dataset_config_yaml(cfg);
+  EXPECT_NE(yaml.find("  det_size: 256\n"), std::string::npos) << yaml;
+  // model.variant likewise: absent while empty (the plain files), present when set.
+  EXPECT_EQ(yaml.find("variant"), std::string::npos) << yaml;
+  cfg.model.variant = "fp16";
+  EXPECT_NE(dataset_config_yaml(cfg).find("  variant: \"fp16\"\n"), std::string::npos);
+  cfg.model.variant = "";
+  // Only those lines go: everything around them stays as the emitter wrote it.
+  cfg.filter.det_size = 640;
+  GenerateConfig cleared = cfg;
+  cleared.output.dir = "";
+  cleared.generation.devices = {};
+  cleared.generation.threads = 0;
+  std::string full = config::to_yaml(cleared);
+  for (const std::string line : {"  det_size: 640\n", "  variant: \"\"\n"}) {
+    const size_t at = full.find(line);
+    ASSERT_NE(at, std::string::npos) << full;
+    full.erase(at, line.size());
+  }
+  EXPECT_EQ(dataset_config_yaml(cfg), full);
+}
+
+TEST(IdFilter, AnImageWithoutAFaceIsRejectedAsNoFace) {
+  IDSYNTH_REQUIRE_GOLDEN(onnx_dir, "onnx");
+  IdFilterOptions o;
+  o.recognizer = test::tiny_model_dir() + "/recognizer.safetensors";
+  o.detector = onnx_dir + "/scrfd_decode.onnx";
+  o.alignment = "detect";
+  o.det_size = 64;
+  o.identity_dim = 32;
+  o.min_similarity = -1.0;
+  const IdFilter filter(o);
+  // The golden SCRFD-structured detector finds nothing on a flat image (tests/recognition).
+  const at::Tensor images = at::full({2, 48, 48, 3}, 128, at::kByte);
+  const at::Tensor ids = at::ones({2, 32}) / std::sqrt(32.0);
+  const auto out = filter.process(images, ids);
+  ASSERT_EQ(out.size(), 2u);
+  for (const auto& f : out) {
+    EXPECT_FALSE(f.accepted);
+    EXPECT_FALSE(f.face_found);
+  }
+  o.det_size = 48;
+  EXPECT_NE(test::error_of([&] { IdFilter{o}; }).find("multiples of 32"), std::string::npos);
 }
 
 }  // namespace

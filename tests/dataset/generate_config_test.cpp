@@ -46,7 +46,7 @@ TEST(Config, ErrorsNameFileKeyExpectationAndValue) {
   EXPECT_NE(err.find("output.images_per_identity: expected an integer >= 1 and <= 100000, found -3"), std::string::npos) << err;
 
   err = error_of([&] { config::load<dataset::GenerateConfig>(write_yaml("generation:\n  scheduler: plms\n")); });
-  EXPECT_NE(err.find("expected one of dpmsolver++, ddim, euler, found 'plms'"), std::string::npos) << err;
+  EXPECT_NE(err.find("expected one of dpmsolver++, ddim, euler, lcm, found 'plms'"), std::string::npos) << err;
 
   err = error_of([&] { config::load<dataset::GenerateConfig>(write_yaml("modle:\n  dir: x\n")); });
   EXPECT_NE(err.find("modle: unknown key"), std::string::npos) << err;
@@ -59,6 +59,16 @@ TEST(Config, ErrorsNameFileKeyExpectationAndValue) {
 
   err = error_of([&] { config::load<dataset::GenerateConfig>("", {"generation.nope=1"}); });
   EXPECT_NE(err.find("generation.nope: unknown key"), std::string::npos) << err;
+
+  // SCRFD sizes: a range read with the file, then the stride rule; each one line.
+  err = error_of([&] { config::load<dataset::GenerateConfig>(write_yaml("filter:\n  det_size: 16\n")); });
+  EXPECT_NE(err.find("c.yaml: filter.det_size: expected an integer >= 32 and <= 2048, found 16"), std::string::npos) << err;
+  EXPECT_EQ(err.find('\n'), std::string::npos) << err;
+  err = error_of([&] { config::load<dataset::GenerateConfig>(write_yaml("filter:\n  det_size: 100\n")); });
+  EXPECT_NE(err.find("filter.det_size: expected a multiple of 32, found 100"), std::string::npos) << err;
+  EXPECT_EQ(err.find('\n'), std::string::npos) << err;
+  EXPECT_EQ(config::load<dataset::GenerateConfig>("", {"filter.det_size=320"}).filter.det_size, 320);
+  EXPECT_EQ(config::load<dataset::GenerateConfig>("").filter.det_size, 640);
 
   err = error_of([&] { config::load<dataset::GenerateConfig>("/nonexistent/x.yaml"); });
   EXPECT_NE(err.find("/nonexistent/x.yaml: cannot open"), std::string::npos) << err;
