@@ -173,6 +173,20 @@ torch::Tensor Scheduler::step_at_timestep(const torch::Tensor& model_output, dou
   return step(model_output, index, sample);
 }
 
+bool Scheduler::needs_step_noise() const {
+  for (int64_t i = 0; i < num_inference_steps(); ++i)
+    if (step_needs_noise(i)) return true;
+  return false;
+}
+
+torch::Tensor Scheduler::step_with_noise(const torch::Tensor& model_output, int64_t step_index, const torch::Tensor& sample,
+                                         const torch::Tensor& noise) {
+  // A deterministic scheduler given noise means the caller's loop is wrong; say so rather than
+  // silently dropping random numbers the caller thinks it used.
+  IDSYNTH_CHECK(!noise.defined(), name(), ": step ", step_index, " takes no noise (a deterministic scheduler)");
+  return step(model_output, step_index, sample);
+}
+
 // =============================================================================================
 // DPM-Solver++ multistep
 
@@ -488,6 +502,123 @@ torch::Tensor EulerDiscreteScheduler::step(const torch::Tensor& model_output, in
 }
 
 // =============================================================================================
+// LCM
+
+LCMConfig LCMConfig::from_json(const json::Value& root, const std::string& source) {
+  LCMConfig c;
+  ConfigReader r(root, source);
+  read_noise_schedule(r, c);
+  r.get("original_inference_steps", c.original_inference_steps);
+  r.get("clip_sample", c.clip_sample);
+  r.get("clip_sample_range", c.clip_sample_range);
+  r.get("set_alpha_to_one", c.set_alpha_to_one);
+  r.get("thresholding", c.thresholding);
+  r.get("dynamic_thresholding_ratio", c.dynamic_thresholding_ratio);
+  r.get("sample_max_value", c.sample_max_value);
+  r.get("timestep_scaling", c.timestep_scaling);
+  r.finish("LCMScheduler");
+  c.check(source);
+  return c;
+}
+
+void LCMConfig::check(const std::string& source) const {
+  check_noise_schedule(*this, source);
+  IDSYNTH_CHECK(original_inference_steps >= 1 && original_inference_steps <= num_train_timesteps, source,
+                ": original_inference_steps: expected 1..", num_train_timesteps, " (num_train_timesteps), found ",
+                original_inference_steps);
+  IDSYNTH_CHECK(!thresholding, source, ": thresholding: expected false (not implemented), found true");
+}
+
+LCMScheduler::LCMScheduler(LCMConfig config, const std::string& source) : config_(std::move(config)) {
+  config_.check(source);
+  init_noise_schedule(config_, source);
+  // Only reached for a negative previous timestep, which LCM's own schedule never produces; kept
+  // for the same meaning of set_alpha_to_one as DDIM.
+  final_alpha_cumprod_ = config_.set_alpha_to_one ? torch::tensor(1.0f) : alphas_cumprod_[0].clone();
+}
+
+void LCMScheduler::set_timesteps(int64_t n) {
+  const int64_t original = config_.original_inference_steps;
+  // diffusers refuses n > original_inference_steps (the schedule is a subset of that grid); n = 0
+  // is a division by zero there.
+  IDSYNTH_CHECK(n >= 1 && n <= original, name(), ": num_inference_steps: expected 1..", original,
+                " (original_inference_steps; LCM samples in 2-8 steps), found ", n);
+  // 1. the distillation grid, descending: (original - j) * k - 1 for j = 0..original-1
+  const int64_t k = config_.num_train_timesteps / original;
+  // 2. n indices floor(linspace(0, original, n, endpoint=False)): numpy computes i * (original / n)
+  std::vector<double> ts;
+  const double stride = static_cast<double>(original) / static_cast<double>(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const auto j = static_cast<int64_t>(std::floor(static_cast<double>(i) * stride));
+    ts.push_back(static_cast<double>((original - j) * k - 1));
+  }
+  timesteps_ = int_tensor(ts);
+  denoised_ = torch::Tensor();
+}
+
+bool LCMScheduler::step_needs_noise(int64_t step_index) const {
+  // Noise re-enters between steps only; the last step (and so one-step sampling) returns denoised.
+  return step_index >= 0 && step_index < num_inference_steps() - 1;
+}
+
+std::pair<torch::Tensor, torch::Tensor> LCMScheduler::boundary_scalings(int64_t i) const {
+  check_step(i);
+  // diffusers computes these on the 0-d int64 timestep tensor: `t * timestep_scaling` promotes to
+  // float32, and `0.25 / x` is reciprocal(x) * 0.25 in torch; the same ops keep it bit-exact.
+  const double sigma_data_sq = 0.5 * 0.5;
+  const auto scaled = timesteps_[i] * config_.timestep_scaling;
+  const auto denom = torch::pow(scaled, 2) + sigma_data_sq;
+  const auto c_skip = denom.reciprocal() * sigma_data_sq;
+  const auto c_out = scaled / torch::pow(denom, 0.5);
+  return {c_skip, c_out};
+}
+
+torch::Tensor LCMScheduler::step(const torch::Tensor& model_output, int64_t i, const torch::Tensor& sample) {
+  check_step(i);
+  IDSYNTH_CHECK(!step_needs_noise(i), name(), ": step ", i, " of ", num_inference_steps(),
+                " adds noise: call step_with_noise with a standard normal tensor");
+  return step_with_noise(model_output, i, sample, torch::Tensor());
+}
+
+torch::Tensor LCMScheduler::step_with_noise(const torch::Tensor& model_output, int64_t i, const torch::Tensor& sample,
+                                            const torch::Tensor& noise) {
+  check_step(i);
+  const bool noisy = step_needs_noise(i);
+  IDSYNTH_CHECK(noise.defined() == noisy, name(), ": step ", i, " of ", num_inference_steps(),
+                noisy ? ": expected noise, found none" : ": the last step takes no noise, found a noise tensor");
+  if (noisy)
+    IDSYNTH_CHECK(noise.sizes() == sample.sizes(), name(), ": noise: expected the sample's shape ", sample.sizes(), ", found ",
+                  noise.sizes());
+  // 1. alphas of this timestep and the next one in the schedule (the last step uses its own)
+  const int64_t t = timesteps_[i].item<int64_t>();
+  const int64_t prev_t = i + 1 < num_inference_steps() ? timesteps_[i + 1].item<int64_t>() : t;
+  IDSYNTH_CHECK(t >= 0 && t < config_.num_train_timesteps, name(), ": timestep ", t, " out of range");
+  const auto alpha_prod_t = alphas_cumprod_[t];
+  const auto alpha_prod_prev = prev_t >= 0 ? alphas_cumprod_[prev_t] : final_alpha_cumprod_;
+  const auto beta_prod_t = 1 - alpha_prod_t;
+  const auto beta_prod_prev = 1 - alpha_prod_prev;
+  // 2. boundary-condition scalings (consistency models: c_skip(0) = 1, c_out(0) = 0)
+  const auto [c_skip, c_out] = boundary_scalings(i);
+  // 3. predicted x0 (float32)
+  const auto x = sample.to(torch::kFloat);
+  const auto out = model_output.to(torch::kFloat);
+  torch::Tensor x0;
+  if (config_.prediction_type == "epsilon") {
+    x0 = (x - beta_prod_t.sqrt() * out) / alpha_prod_t.sqrt();
+  } else if (config_.prediction_type == "sample") {
+    x0 = out;
+  } else {  // v_prediction
+    x0 = alpha_prod_t.sqrt() * x - beta_prod_t.sqrt() * out;
+  }
+  if (config_.clip_sample) x0 = x0.clamp(-config_.clip_sample_range, config_.clip_sample_range);
+  // 4. the consistency function's estimate, then re-noised to the next timestep between steps
+  denoised_ = c_out * x0 + c_skip * x;
+  if (!noisy) return denoised_.to(sample.scalar_type());
+  const auto z = noise.to(x.device(), torch::kFloat);
+  return (alpha_prod_prev.sqrt() * denoised_ + beta_prod_prev.sqrt() * z).to(sample.scalar_type());
+}
+
+// =============================================================================================
 // Factory
 
 namespace {
@@ -501,6 +632,7 @@ constexpr SchedulerKind kSchedulerKinds[] = {
     {"dpmsolver++", "dpm", "DPMSolverMultistepScheduler"},
     {"ddim", "ddim", "DDIMScheduler"},
     {"euler", "euler", "EulerDiscreteScheduler"},
+    {"lcm", "lcm", "LCMScheduler"},
 };
 
 std::string canonical_kind(const std::string& kind, const std::string& source) {
@@ -542,7 +674,8 @@ std::unique_ptr<Scheduler> make_scheduler(const std::string& kind, const json::V
   std::unique_ptr<Scheduler> s;
   if (k == "dpmsolver++") s = std::make_unique<DPMSolverMultistepScheduler>(DPMSolverMultistepConfig::from_json(config, source), source);
   else if (k == "ddim") s = std::make_unique<DDIMScheduler>(DDIMConfig::from_json(config, source), source);
-  else s = std::make_unique<EulerDiscreteScheduler>(EulerDiscreteConfig::from_json(config, source), source);
+  else if (k == "euler") s = std::make_unique<EulerDiscreteScheduler>(EulerDiscreteConfig::from_json(config, source), source);
+  else s = std::make_unique<LCMScheduler>(LCMConfig::from_json(config, source), source);
   LOG_DBG("scheduler ", s->name(), " from ", source);
   return s;
 }

@@ -1,10 +1,12 @@
 // Diffusion schedulers of diffusers 0.29.2, built from a `scheduler_config.json`:
-// DPM-Solver++ multistep (Arc2Face's sampler), DDIM (eta 0) and Euler discrete.
+// DPM-Solver++ multistep (Arc2Face's sampler), DDIM (eta 0), Euler discrete and LCM (the
+// latent-consistency sampler of Arc2Face's LCM-LoRA mode).
 // All update arithmetic runs in float32 (0-d float32 tensors for the scalars, in the reference's
 // order of operations, so results match diffusers bit for bit on the CPU), whatever the dtype of
 // the sample; the result is cast back to the sample's dtype.
 // Ref: diffusers/schedulers/scheduling_dpmsolver_multistep.py (DPMSolverMultistepScheduler),
-//      scheduling_ddim.py (DDIMScheduler), scheduling_euler_discrete.py (EulerDiscreteScheduler).
+//      scheduling_ddim.py (DDIMScheduler), scheduling_euler_discrete.py (EulerDiscreteScheduler),
+//      scheduling_lcm.py (LCMScheduler).
 #pragma once
 
 #include <torch/types.h>
@@ -12,6 +14,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -75,10 +78,37 @@ struct EulerDiscreteConfig : NoiseScheduleConfig {
   void check(const std::string& source) const;
 };
 
+// LCMScheduler's keys. timestep_spacing is read (diffusers stores it) but LCM's schedule does not
+// use it: the timesteps always come from the original_inference_steps grid.
+struct LCMConfig : NoiseScheduleConfig {
+  int64_t original_inference_steps = 50;  // the distillation grid: t = k * (T / 50) - 1
+  bool clip_sample = false;
+  double clip_sample_range = 1.0;
+  bool set_alpha_to_one = true;
+  bool thresholding = false;
+  double dynamic_thresholding_ratio = 0.995;
+  double sample_max_value = 1.0;
+  double timestep_scaling = 10.0;  // t is multiplied by this in c_skip / c_out
+  LCMConfig() {
+    beta_start = 0.00085;
+    beta_end = 0.012;
+    beta_schedule = "scaled_linear";
+    timestep_spacing = "leading";
+  }
+
+  static LCMConfig from_json(const json::Value& root, const std::string& source);
+  void check(const std::string& source) const;
+};
+
 // One denoising schedule. Usage as in diffusers:
 //   s->set_timesteps(n); x = noise * s->init_noise_sigma();
 //   for i in 0..n-1: x = s->step(unet(s->scale_model_input(x, i), s->timesteps()[i]), i, x);
 // A scheduler keeps per-run state (DPM's history): use one per concurrent run (clone()).
+// Stochastic schedulers (LCM) add fresh Gaussian noise between steps. A scheduler holds no random
+// generator: the caller draws that noise, so it decides which generator's stream it continues
+// (diffusers passes the pipeline's `generator` to step()). Such a step is
+//   x = s->step_needs_noise(i) ? s->step_with_noise(out, i, x, randn(x.sizes(), gen)) : s->step(out, i, x);
+// Deterministic schedulers never need noise, so their callers and results are unchanged.
 class Scheduler {
  public:
   virtual ~Scheduler() = default;
@@ -97,6 +127,15 @@ class Scheduler {
   virtual torch::Tensor step(const torch::Tensor& model_output, int64_t step_index, const torch::Tensor& sample) = 0;
   // diffusers' call by timestep value (index_for_timestep: the second match if the value repeats).
   torch::Tensor step_at_timestep(const torch::Tensor& model_output, double timestep, const torch::Tensor& sample);
+  // Whether step `step_index` consumes noise (after set_timesteps()); false for every step of the
+  // deterministic schedulers.
+  virtual bool step_needs_noise(int64_t step_index) const { return false; }
+  // Whether any step of the current schedule consumes noise.
+  bool needs_step_noise() const;
+  // step() given that noise: float32 standard normal, the sample's shape. Deterministic
+  // schedulers accept only an undefined tensor (then it is step()).
+  virtual torch::Tensor step_with_noise(const torch::Tensor& model_output, int64_t step_index, const torch::Tensor& sample,
+                                        const torch::Tensor& noise);
 
   const torch::Tensor& betas() const { return betas_; }                    // [T] float32
   const torch::Tensor& alphas_cumprod() const { return alphas_cumprod_; }  // [T] float32
@@ -164,10 +203,41 @@ class EulerDiscreteScheduler : public Scheduler {
   torch::Tensor sigmas_;  // [n + 1] float32
 };
 
-// The accepted scheduler kinds: "dpmsolver++", "ddim", "euler" (diffusers class names work too);
+// Latent consistency model sampling (Luo et al. 2023, arXiv:2310.04378, Algorithm 1): each step maps
+// x_t to the consistency function's estimate of x0,
+//   denoised = c_out(t) * x0_pred + c_skip(t) * x_t,
+// then, except after the last step, re-noises it to the next timestep:
+//   x_prev = sqrt(alpha_prod_prev) * denoised + sqrt(1 - alpha_prod_prev) * noise.
+// Steps 0..n-2 need noise (step_with_noise); the last returns `denoised` and takes none.
+class LCMScheduler : public Scheduler {
+ public:
+  explicit LCMScheduler(LCMConfig config, const std::string& source = "LCMScheduler");
+  const char* name() const override { return "LCMScheduler"; }
+  std::unique_ptr<Scheduler> clone() const override { return std::make_unique<LCMScheduler>(*this); }
+  // n in 1..original_inference_steps (an error names the range otherwise).
+  void set_timesteps(int64_t num_inference_steps) override;
+  bool step_needs_noise(int64_t step_index) const override;
+  // Only the last step (which adds no noise); earlier ones are an error naming step_with_noise.
+  torch::Tensor step(const torch::Tensor& model_output, int64_t step_index, const torch::Tensor& sample) override;
+  torch::Tensor step_with_noise(const torch::Tensor& model_output, int64_t step_index, const torch::Tensor& sample,
+                                const torch::Tensor& noise) override;
+  // get_scalings_for_boundary_condition_discrete at timesteps()[step_index]: {c_skip, c_out},
+  // 0-d float32.
+  std::pair<torch::Tensor, torch::Tensor> boundary_scalings(int64_t step_index) const;
+  // The `denoised` of the latest step (diffusers' LCMSchedulerOutput.denoised), float32.
+  const torch::Tensor& denoised() const { return denoised_; }
+  const LCMConfig& config() const { return config_; }
+
+ private:
+  LCMConfig config_;
+  torch::Tensor final_alpha_cumprod_;  // 0-d
+  torch::Tensor denoised_;
+};
+
+// The accepted scheduler kinds: "dpmsolver++", "ddim", "euler", "lcm" (diffusers class names work too);
 // the one list configs and command-line help take them from.
 const std::vector<std::string>& scheduler_kinds();
-// "dpmsolver++ | ddim | euler", for help texts.
+// "dpmsolver++ | ddim | euler | lcm", for help texts.
 std::string scheduler_kinds_text();
 // Builds `kind` from a diffusers scheduler config, as `<Class>.from_config(config)` does: keys the
 // file has override the class defaults, the rest stay at the class defaults (so SD-1.5's PNDM file

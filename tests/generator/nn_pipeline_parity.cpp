@@ -2,6 +2,7 @@
 // (goldens/pipeline_tiny): conditioning, seeded latents, CFG + DPM-Solver++ chain, VAE decode.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <ATen/CPUGeneratorImpl.h>
 
 #include <iostream>
 
@@ -171,6 +172,96 @@ TEST(PipelineSchedulers, DdimAndEulerRunAndBatchAlike) {
     EXPECT_TRUE(torch::isfinite(both).all().item<bool>());
     EXPECT_ALL_CLOSE(ones, both, 1e-5);
   }
+}
+
+// LCM adds noise between steps. With one generator (idsynth sample) it continues the latents'
+// stream, one randn over the whole batch per step, as StableDiffusionPipeline passes its generator
+// to LCMScheduler.step(); recomputed here by hand from the scheduler and the UNet.
+TEST(PipelineLcm, StepNoiseContinuesTheLatentGenerator) {
+  IDSYNTH_REQUIRE_GOLDEN(dir, "pipeline_tiny");
+  at::set_num_threads(2);
+  auto inputs = SafeTensorsFile(dir + "/inputs.safetensors").all();
+  auto pipe = load_tiny(dir, "lcm");
+  EXPECT_STREQ(pipe.scheduler().name(), "LCMScheduler");
+  const auto ids = inputs.at("id_embeds");  // 2 identities x 2 images
+  SampleOptions options;
+  options.num_inference_steps = 2;
+  options.guidance_scale = 1.0;  // LCM-LoRA's setting: no unconditional batch
+  at::Generator gen = at::detail::createCPUGenerator(42);
+  const auto latents = pipe.draw_latents(gen, 4, 32, 32);
+  SampleTrace trace;
+  const auto images = pipe.sample(ids, latents, options, &trace, {gen});
+
+  // By hand: the same seed, latents then step 0's noise from one stream; the last step adds none.
+  torch::NoGradGuard no_grad;
+  at::Generator ref_gen = at::detail::createCPUGenerator(42);
+  const auto f32 = torch::TensorOptions().dtype(torch::kFloat);
+  auto x = torch::randn({4, pipe.latent_channels(), 16, 16}, ref_gen, f32);
+  EXPECT_TRUE(torch::equal(x, latents));
+  const auto noise0 = torch::randn(x.sizes(), ref_gen, f32);
+  auto s = pipe.scheduler().clone();
+  s->set_timesteps(2);
+  ASSERT_TRUE(s->step_needs_noise(0));
+  ASSERT_FALSE(s->step_needs_noise(1));
+  const auto device = test::test_device();
+  const auto cond = pipe.encode_ids(ids).repeat_interleave(2, 0);
+  auto eps = pipe.unet()->forward(x.to(device), s->timesteps()[0], cond).to(torch::kFloat);
+  x = s->step_with_noise(eps, 0, x.to(device), noise0.to(device));
+  expect_close("lcm latents step 0", trace.latents[0], x.cpu(), 1e-5);
+  eps = pipe.unet()->forward(x, s->timesteps()[1], cond).to(torch::kFloat);
+  x = s->step(eps, 1, x);
+  expect_close("lcm latents step 1", trace.latents[1], x.cpu(), 1e-5);
+  EXPECT_TRUE(torch::isfinite(images).all().item<bool>());
+
+  // Batching does not change which noise an image gets (all of it is drawn up front).
+  at::Generator gen2 = at::detail::createCPUGenerator(42);
+  const auto latents2 = pipe.draw_latents(gen2, 4, 32, 32);
+  options.batch_size = 1;
+  const auto ones = pipe.sample(ids, latents2, options, nullptr, {gen2});
+  EXPECT_ALL_CLOSE(ones, images, 1e-5);
+
+  // A stochastic scheduler without a generator is one clear error.
+  try {
+    pipe.sample(ids, latents, options);
+    ADD_FAILURE() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("LCMScheduler adds noise between steps"), std::string::npos) << e.what();
+  }
+}
+
+// Per-image generators (idsynth generate): image j draws its latent and then its step noise from
+// its own generator, so a batch of N gives the images of N runs of one.
+TEST(PipelineLcm, PerImageGeneratorsMakeImagesIndependentOfTheBatch) {
+  IDSYNTH_REQUIRE_GOLDEN(dir, "pipeline_tiny");
+  at::set_num_threads(2);
+  auto inputs = SafeTensorsFile(dir + "/inputs.safetensors").all();
+  auto pipe = load_tiny(dir, "lcm");
+  const auto cond = pipe.encode_ids(inputs.at("id_embeds")).repeat_interleave(2, 0);  // [4, 77, H]
+  SampleOptions options;
+  options.num_inference_steps = 4;
+  options.guidance_scale = 2.0;  // with CFG too
+  std::vector<at::Generator> gens;
+  std::vector<torch::Tensor> latents;
+  for (uint64_t j = 0; j < 4; ++j) {
+    gens.push_back(at::detail::createCPUGenerator(900 + j));
+    latents.push_back(pipe.draw_latents(gens.back(), 1, 32, 32));
+  }
+  const auto batch = pipe.sample_embeds(cond, torch::cat(latents), options, nullptr, gens);
+  for (int64_t j = 0; j < 4; ++j) {
+    SCOPED_TRACE(j);
+    std::vector<at::Generator> own = {at::detail::createCPUGenerator(900 + static_cast<uint64_t>(j))};
+    const auto lat = pipe.draw_latents(own[0], 1, 32, 32);
+    const auto one = pipe.sample_embeds(cond.slice(0, j, j + 1), lat, options, nullptr, own);
+    std::cout << "  max|diff| lcm image " << j << " batch of 4 vs alone = " << test::max_abs_diff(one[0], batch[j]) << "\n";
+    EXPECT_ALL_CLOSE(one[0], batch[j], 1e-5);
+    EXPECT_TRUE(torch::equal(Arc2FacePipeline::to_uint8(one[0]), Arc2FacePipeline::to_uint8(batch[j])));
+  }
+  // The noise does matter: another generator for the step noise gives another image.
+  std::vector<at::Generator> other = {at::detail::createCPUGenerator(900)};
+  const auto lat0 = pipe.draw_latents(other[0], 1, 32, 32);
+  other[0] = at::detail::createCPUGenerator(12345);
+  const auto changed = pipe.sample_embeds(cond.slice(0, 0, 1), lat0, options, nullptr, other);
+  EXPECT_GT(test::max_abs_diff(changed[0], batch[0]), 1e-3);
 }
 
 TEST(PipelinePaths, MissingFilesAreNamed) {

@@ -1,10 +1,13 @@
 // Schedulers vs diffusers 0.29.2 (goldens/scheduler_dpmpp): DPM-Solver++ 2M as Arc2Face builds it
-// from SD-1.5's PNDM config, and DDIM (eta 0) from the same file.
+// from SD-1.5's PNDM config, and DDIM (eta 0) from the same file; LCM (goldens/scheduler_lcm) as
+// Arc2Face's LCM-LoRA example builds it from the same config.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <torch/version.h>
+#include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <iostream>
 #include <limits>
 
@@ -233,4 +236,84 @@ TEST(SchedulerDtype, HalfSamplesStepInFloat32AndCastBack) {
   }
   EXPECT_EQ(xb.scalar_type(), torch::kBFloat16);
   EXPECT_LT((xb.to(torch::kFloat) - x).abs().max().item<double>(), 0.5);
+}
+
+TEST(SchedulerParity, LcmFromSd15PndmConfig) {
+  IDSYNTH_REQUIRE_GOLDEN(dir, "scheduler_lcm");
+  auto inputs = SafeTensorsFile(dir + "/inputs.safetensors").all();
+  auto expected = SafeTensorsFile(dir + "/expected.safetensors").all();
+  // Arc2Face's LCM mode: LCMScheduler.from_config(the PNDM config SD-1.5's pipeline loads).
+  auto s = load_scheduler("lcm", dir + "/sd15_scheduler_config.json");
+  auto* lcm = dynamic_cast<LCMScheduler*>(s.get());
+  ASSERT_NE(lcm, nullptr);
+  EXPECT_EQ(lcm->config().original_inference_steps, 50);
+  EXPECT_EQ(lcm->config().timestep_scaling, 10.0);
+  EXPECT_FALSE(lcm->config().set_alpha_to_one);  // the PNDM file's value wins over LCM's default
+  EXPECT_TRUE(same_schedule(s->alphas_cumprod(), expected.at("alphas_cumprod")));
+  EXPECT_EQ(s->init_noise_sigma(), expected.at("init_noise_sigma").item<double>());
+  for (int64_t n : {1, 2, 4, 8}) {
+    SCOPED_TRACE(n);
+    s->set_timesteps(n);
+    EXPECT_TRUE(torch::equal(s->timesteps(), expected.at(cat("timesteps_", n)))) << s->timesteps();
+    // The golden's generator: a fresh CPU generator seeded 1234 + n, one randn per noisy step.
+    auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(1234 + n));
+    auto x = inputs.at("initial_sample") * s->init_noise_sigma();
+    std::vector<torch::Tensor> c_skip, c_out, prev, denoised;
+    for (int64_t i = 0; i < n; ++i) {
+      const auto [skip, out] = lcm->boundary_scalings(i);
+      c_skip.push_back(skip);
+      c_out.push_back(out);
+      const auto& model_output = inputs.at("model_outputs")[i];
+      EXPECT_EQ(s->step_needs_noise(i), i < n - 1);
+      x = s->step_needs_noise(i) ? s->step_with_noise(model_output, i, x, torch::randn(x.sizes(), gen, torch::kFloat))
+                                 : s->step(model_output, i, x);
+      prev.push_back(x);
+      denoised.push_back(lcm->denoised());
+    }
+    EXPECT_TRUE(torch::equal(torch::stack(c_skip), expected.at(cat("c_skip_", n))))
+        << "max|diff| " << test::max_abs_diff(torch::stack(c_skip), expected.at(cat("c_skip_", n)));
+    EXPECT_TRUE(torch::equal(torch::stack(c_out), expected.at(cat("c_out_", n))))
+        << "max|diff| " << test::max_abs_diff(torch::stack(c_out), expected.at(cat("c_out_", n)));
+    expect_close(cat("denoised_", n), torch::stack(denoised), expected.at(cat("denoised_", n)), 1e-5);
+    expect_close(cat("prev_samples_", n), torch::stack(prev), expected.at(cat("prev_samples_", n)), 1e-5);
+  }
+  // The config diffusers saved for the LCM scheduler gives the same schedule.
+  auto saved = load_scheduler("", dir + "/scheduler_config.json");
+  EXPECT_STREQ(saved->name(), "LCMScheduler");
+  saved->set_timesteps(8);
+  EXPECT_TRUE(torch::equal(saved->timesteps(), expected.at("timesteps_8")));
+}
+
+TEST(SchedulerLcm, StepCountsNoiseAndKindNames) {
+  auto s = make_scheduler("LCMScheduler");
+  EXPECT_STREQ(s->name(), "LCMScheduler");
+  EXPECT_NE(std::find(scheduler_kinds().begin(), scheduler_kinds().end(), "lcm"), scheduler_kinds().end());
+  EXPECT_NE(scheduler_kinds_text().find("lcm"), std::string::npos);
+  // Steps: 1..original_inference_steps (diffusers refuses more; 0 divides by zero there).
+  for (int64_t bad : {0, 51, -1}) {
+    try {
+      s->set_timesteps(bad);
+      ADD_FAILURE() << "expected an error for " << bad << " steps";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("expected 1..50"), std::string::npos) << e.what();
+    }
+  }
+  s->set_timesteps(50);  // the whole grid: 999, 979, ..., 19
+  EXPECT_EQ(s->timesteps()[0].item<int64_t>(), 999);
+  EXPECT_EQ(s->timesteps()[49].item<int64_t>(), 19);
+  // One step takes no noise; noise at a noisy step is required, and at the last refused.
+  s->set_timesteps(1);
+  EXPECT_FALSE(s->needs_step_noise());
+  auto x = torch::ones({1, 4, 2, 2});
+  EXPECT_NO_THROW(s->step(torch::zeros_like(x), 0, x));
+  s->set_timesteps(2);
+  EXPECT_TRUE(s->needs_step_noise());
+  EXPECT_THROW(s->step(torch::zeros_like(x), 0, x), Error);
+  EXPECT_THROW(s->step_with_noise(torch::zeros_like(x), 1, x, torch::zeros_like(x)), Error);
+  // Deterministic schedulers never ask for noise and refuse it.
+  auto ddim = make_scheduler("ddim");
+  ddim->set_timesteps(4);
+  EXPECT_FALSE(ddim->needs_step_noise());
+  EXPECT_THROW(ddim->step_with_noise(torch::zeros_like(x), 0, x, torch::zeros_like(x)), Error);
+  EXPECT_ALL_CLOSE(ddim->step_with_noise(torch::zeros_like(x), 0, x, torch::Tensor()), ddim->step(torch::zeros_like(x), 0, x), 0.0);
 }
