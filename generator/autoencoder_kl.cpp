@@ -345,28 +345,12 @@ at::Tensor AutoencoderKLImpl::decode(const at::Tensor& z) {
 AutoencoderKL load_vae(const ComponentFiles& files, c10::Device device, c10::ScalarType dtype, LoadReport* report) {
   log::Stopwatch watch;
   LoadReport r;
-  r.weights = files.weights;
   // A single file has no config: Stable Diffusion 1.5's, unless one is given beside it.
   AutoencoderKLConfig config = files.config.empty()
                         ? AutoencoderKLConfig::from_json(sd15_vae_config(), "Stable Diffusion 1.5 VAE config")
                         : AutoencoderKLConfig::from_file(files.config);
-  TensorDict weights;
-  if (files.single_file) {
-    const TensorDict checkpoint = read_single_file(files.weights);
-    weights = ldm_vae_to_diffusers(checkpoint, config, files.weights);
-    r.layout = "single-file";
-    if (const int64_t ema = count_ema_tensors(checkpoint); ema > 0)
-      LOG_INF(files.weights, ": ignored ", ema, " model_ema.* tensors (EMA copies), as diffusers does without extract_ema");
-  } else {
-    int64_t legacy = 0;
-    weights = convert_legacy_attention_names(read_weights(files.weights), &legacy);
-    r.layout = legacy > 0 ? "legacy" : "diffusers";
-    if (legacy > 0)
-      LOG_INF(files.weights, ": converted the legacy attention names of ", legacy,
-              " VAE blocks (query/key/value/proj_attn -> to_q/to_k/to_v/to_out.0), as diffusers does at load");
-  }
-  r.file_dtype = floating_dtype(weights);
-  r.tensors = static_cast<int64_t>(weights.size());
+  const TensorDict weights = read_component_weights(
+      files, Component::kVAE, [&](const TensorDict& checkpoint) { return ldm_vae_to_diffusers(checkpoint, config, files.weights); }, r);
   AutoencoderKL vae(std::move(config));
   vae->to(device, dtype);
   load_state_dict(*vae, weights);

@@ -9,6 +9,8 @@
 #include "core/check.h"
 #include "core/file_util.h"
 #include "core/log.h"
+#include "core/weights.h"
+#include "generator/single_file.h"
 
 namespace idsynth::generator {
 
@@ -124,6 +126,29 @@ c10::ScalarType floating_dtype(const TensorDict& weights) {
   for (const auto& [name, t] : weights)
     if (t.is_floating_point()) return t.scalar_type();
   return c10::kFloat;
+}
+
+TensorDict read_component_weights(const ComponentFiles& files, Component kind,
+                                  const std::function<TensorDict(const TensorDict&)>& from_ldm, LoadReport& report) {
+  report.weights = files.weights;
+  TensorDict weights;
+  if (files.single_file) {
+    const TensorDict checkpoint = read_single_file(files.weights);
+    weights = from_ldm(checkpoint);
+    report.layout = "single-file";
+    if (const int64_t ema = count_ema_tensors(checkpoint); ema > 0)
+      LOG_INF(files.weights, ": ignored ", ema, " model_ema.* tensors (EMA copies), as diffusers does without extract_ema");
+  } else {
+    int64_t legacy = 0;
+    weights = convert_legacy_attention_names(read_weights(files.weights), &legacy);
+    report.layout = legacy > 0 ? "legacy" : "diffusers";
+    if (legacy > 0)
+      LOG_INF(files.weights, ": converted the legacy attention names of ", legacy, " ", component_name(kind),
+              " blocks (query/key/value/proj_attn -> to_q/to_k/to_v/to_out.0), as diffusers does at load");
+  }
+  report.file_dtype = floating_dtype(weights);
+  report.tensors = static_cast<int64_t>(weights.size());
+  return weights;
 }
 
 }  // namespace idsynth::generator

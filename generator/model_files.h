@@ -18,6 +18,7 @@
 #include <c10/core/ScalarType.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "core/tensor_dict.h"
@@ -61,5 +62,11 @@ TensorDict convert_legacy_attention_names(const TensorDict& weights, int64_t* co
 
 // The dtype of the first floating-point tensor (the file's precision).
 c10::ScalarType floating_dtype(const TensorDict& weights);
+
+// A component's tensors under its module's names: a single file's through `from_ldm` (the
+// component's LDM -> diffusers mapping), anything else as stored with legacy attention names
+// converted. Fills report's weights, layout, file_dtype and tensors, and logs a converted layout.
+TensorDict read_component_weights(const ComponentFiles& files, Component kind,
+                                  const std::function<TensorDict(const TensorDict&)>& from_ldm, LoadReport& report);
 
 }  // namespace idsynth::generator
