@@ -4,9 +4,13 @@
 // (0.80 TFLOP per UNet sample-evaluation, DESIGN.md) and peak RSS, next to the machine's
 // matrix-product rate measured in the same run.
 //
-//   bench_nn_unet_step [--what unet|vae|attn|image|all] [--rows N] [--device cpu|cuda] [--steps 25] [--dtype fp32|bf16|all] [--iters N] [--threads N]
+// `--what fast`: Arc2Face's LCM-LoRA mode (4 LCM steps, no guidance) against the paper's 25 guided
+// DPM-Solver++ steps, whole images, and the time to fuse a rank-64 LoRA into the SD-1.5 UNet.
+//
+//   bench_nn_unet_step [--what unet|vae|attn|image|fast|all] [--rows N] [--device cpu|cuda] [--steps 25] [--dtype fp32|bf16|all] [--iters N] [--threads N]
 //                      [--latent N] [--channels-last 0|1] [--profile PREFIX]
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 #include <torch/csrc/autograd/profiler_legacy.h>
@@ -24,10 +28,13 @@
 
 #include "core/check.h"
 #include "core/device.h"
+#include "core/file_util.h"
 #include "core/log.h"
+#include "core/safetensors.h"
 #include "core/weights.h"
 #include "generator/arc2face_pipeline.h"
 #include "generator/autoencoder_kl.h"
+#include "generator/lora.h"
 #include "generator/nn_blocks.h"
 #include "generator/unet_2d_condition.h"
 
@@ -76,8 +83,9 @@ Args parse_args(int argc, char** argv) {
     else fail("bench_nn_unet_step: unknown argument '", key,
               "' (expected --what unet|vae|all, --dtype fp32|bf16|all, --iters N, --threads N, --latent N, --channels-last 0|1)");
   }
-  IDSYNTH_CHECK(a.what == "unet" || a.what == "vae" || a.what == "attn" || a.what == "image" || a.what == "all",
-                "--what: expected unet, vae, attn, image or all, found ", a.what);
+  IDSYNTH_CHECK(a.what == "unet" || a.what == "vae" || a.what == "attn" || a.what == "image" || a.what == "fast" ||
+                    a.what == "all",
+                "--what: expected unet, vae, attn, image, fast or all, found ", a.what);
   IDSYNTH_CHECK(a.iters >= 1, "--iters: expected >= 1, found ", a.iters);
   return a;
 }
@@ -219,38 +227,53 @@ void bench_attention(const Args& args) {
   }
 }
 
-// One whole image as `idsynth sample` makes it: ID encoding, `steps` guided DPM-Solver++ steps and
-// the VAE decode, SD-1.5-sized parts with random weights.
-void bench_image(const Args& args) {
+// SD-1.5-sized parts with random weights, as one pipeline on g_device in `dtype`.
+Arc2FacePipeline random_sd15_pipeline(const Args& args, c10::ScalarType dtype, const std::string& scheduler) {
   CLIPTextConfig text;  // SD-1.5's text encoder (CLIP ViT-L/14)
   text.hidden_size = 768;
   text.intermediate_size = 3072;
   text.num_attention_heads = 12;
   text.check();
+  PipelineOptions options;
+  options.device = g_device;
+  options.dtype = dtype;
+  options.scheduler = scheduler;
+  CLIPTextModel encoder(text);
+  UNet2DCondition unet(sd15_unet_config(args.latent));
+  AutoencoderKL vae(sd15_vae_config());
+  for (torch::nn::Module* m : std::initializer_list<torch::nn::Module*>{encoder.get(), unet.get(), vae.get()}) {
+    m->eval();
+    m->to(g_device, dtype);
+  }
+  unet->set_channels_last(args.channels_last);
+  vae->set_channels_last(args.channels_last);
+  return Arc2FacePipeline(encoder, unet, vae, make_scheduler(scheduler), options);
+}
+
+// Seconds of one image as `idsynth sample` makes it (ID encoding, the steps, the VAE decode):
+// {first call, best call}.
+std::pair<double, double> time_image(const Args& args, Arc2FacePipeline& pipe, int64_t steps, double guidance, int iters) {
+  torch::manual_seed(0);
+  const auto id = torch::nn::functional::normalize(torch::randn({1, 512}), torch::nn::functional::NormalizeFuncOptions().dim(1));
+  at::Generator generator = at::detail::createCPUGenerator(0);
+  const auto latents = pipe.draw_latents(generator, 1, args.latent * 8, args.latent * 8);
+  SampleOptions sample;
+  sample.num_inference_steps = steps;
+  sample.guidance_scale = guidance;
+  return time_calls(iters, [&] {
+    pipe.sample(id, latents, sample, nullptr, {generator});
+    sync();
+  });
+}
+
+// One whole image with `steps` guided DPM-Solver++ steps.
+void bench_image(const Args& args) {
   for (auto dtype : dtypes(args.dtype)) {
     log::Stopwatch build;
-    PipelineOptions options;
-    options.device = g_device;
-    options.dtype = dtype;
-    CLIPTextModel encoder(text);
-    UNet2DCondition unet(sd15_unet_config(args.latent));
-    AutoencoderKL vae(sd15_vae_config());
-    for (torch::nn::Module* m : std::initializer_list<torch::nn::Module*>{encoder.get(), unet.get(), vae.get()}) {
-      m->eval();
-      m->to(g_device, dtype);
-    }
-    unet->set_channels_last(args.channels_last);
-    vae->set_channels_last(args.channels_last);
-    Arc2FacePipeline pipe(encoder, unet, vae, make_scheduler("dpmsolver++"), options);
-    torch::manual_seed(0);
-    const auto id = torch::nn::functional::normalize(torch::randn({1, 512}),
-                                                     torch::nn::functional::NormalizeFuncOptions().dim(1));
-    const auto latents = pipe.draw_latents(0, 1, args.latent * 8, args.latent * 8);
-    SampleOptions sample;
-    sample.num_inference_steps = args.steps;
+    auto pipe = random_sd15_pipeline(args, dtype, "dpmsolver++");
     std::printf("image      %-8s %s: pipeline built in %.1f s\n", dtype_string(dtype).c_str(), g_device.str().c_str(),
                 build.seconds());
-    auto [first, best] = time_calls(args.iters, [&] { pipe.sample(id, latents, sample); });
+    auto [first, best] = time_image(args, pipe, args.steps, 3.0, args.iters);
     // Counting the UNet's guided evaluations alone (the VAE decode and the encoder come on top).
     const double unet_flop = kUNetFlopPerSample * 2 * static_cast<double>(args.steps) *
                              static_cast<double>(args.latent * args.latent) / (64.0 * 64.0);
@@ -266,6 +289,62 @@ void bench_image(const Args& args) {
     std::printf(" | peak RSS %.2f GiB\n", peak_rss_gib());
     std::fflush(stdout);
   }
+}
+
+// Arc2Face's fast mode against the paper's: a whole image with LCM in 4 steps without guidance,
+// and with DPM-Solver++ in --steps (25) guided steps, images/s and their ratio in the same run;
+// then the time to read and fuse a rank-64 kohya LoRA over every module kind LCM-LoRA targets.
+void bench_fast(const Args& args) {
+  for (auto dtype : dtypes(args.dtype)) {
+    auto lcm = random_sd15_pipeline(args, dtype, "lcm");
+    const double lcm_s = time_image(args, lcm, 4, 1.0, args.iters).second;
+    auto dpm = random_sd15_pipeline(args, dtype, "dpmsolver++");
+    const double dpm_s = time_image(args, dpm, args.steps, 3.0, 1).second;
+    std::printf("fast       %-8s %s %ldx%ld, threads %d: LCM 4 steps, guidance 1: %.2f s (%.4f images/s); DPM-Solver++ "
+                "%ld steps, guidance 3: %.2f s (%.4f images/s); LCM is %.1fx faster\n",
+                dtype_string(dtype).c_str(), g_device.str().c_str(), static_cast<long>(args.latent * 8),
+                static_cast<long>(args.latent * 8), at::get_num_threads(), lcm_s, 1 / lcm_s, static_cast<long>(args.steps),
+                dpm_s, 1 / dpm_s, dpm_s / lcm_s);
+    std::fflush(stdout);
+  }
+  // The LoRA: rank 64 on the linear and convolution weights of LCM-LoRA's module kinds.
+  UNet2DCondition unet(sd15_unet_config(args.latent));
+  TensorDict weights;
+  for (const auto& p : unet->named_parameters()) weights.insert(p.key(), p.value().detach());
+  std::vector<std::string> kinds = {"to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj",
+                                    "ff.net.2", "conv1", "conv2", "conv_shortcut", "time_emb_proj", "conv"};
+  TensorDict lora;
+  const int64_t rank = 64;
+  for (const auto& [name, w] : weights) {
+    if (name.size() < 8 || name.compare(name.size() - 7, 7, ".weight") != 0 || w.dim() < 2) continue;
+    const std::string module = name.substr(0, name.size() - 7);
+    bool target = false;
+    for (const auto& k : kinds) target = target || (module.size() > k.size() && module.compare(module.size() - k.size() - 1, k.size() + 1, "." + k) == 0);
+    if (!target || module == "conv_in" || module == "conv_out") continue;
+    std::string kohya = "lora_unet_" + module;
+    std::replace(kohya.begin(), kohya.end(), '.', '_');
+    std::vector<int64_t> down = {rank, w.size(1)}, up = {w.size(0), rank};
+    if (w.dim() == 4) {
+      down = {rank, w.size(1), w.size(2), w.size(3)};
+      up = {w.size(0), rank, 1, 1};
+    }
+    lora.insert(kohya + ".lora_down.weight", torch::randn(down).to(torch::kHalf));
+    lora.insert(kohya + ".lora_up.weight", torch::randn(up).mul(0.01).to(torch::kHalf));
+    lora.insert(kohya + ".alpha", torch::full({}, 64.0));
+  }
+  const std::string path = "/tmp/idsynth-bench-lora-rank64.safetensors";
+  save_safetensors(path, lora);
+  log::Stopwatch read;
+  const LoraFile file = read_lora(path);
+  const double read_s = read.seconds();
+  log::Stopwatch fuse;
+  const TensorDict fused = fuse_loras(weights, Component::kUNet, {{file, 1.0}});
+  const double fuse_s = fuse.seconds();
+  std::printf("lora       rank %ld, %zu layers, %.1f MB fp16 file: read %.2f s, fused into %zu SD-1.5 UNet weights in %.2f s "
+              "(float32), threads %d\n",
+              static_cast<long>(rank), file.layers.size(), static_cast<double>(file_size(path)) / 1e6, read_s,
+              file.layers.size(), fuse_s, at::get_num_threads());
+  std::remove(path.c_str());
 }
 
 void bench_vae(const Args& args) {
@@ -307,6 +386,7 @@ int main(int argc, char** argv) {
     if (args.what == "vae" || args.what == "all") bench_vae(args);
     if (args.what == "attn") bench_attention(args);
     if (args.what == "image") bench_image(args);
+    if (args.what == "fast") bench_fast(args);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_nn_unet_step: %s\n", e.what());
     return 1;

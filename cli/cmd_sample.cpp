@@ -32,9 +32,11 @@ struct SampleParams {
   int64_t steps = 25;
   double guidance = 3.0;
   std::string scheduler = "dpmsolver++";
+  std::string timestep_spacing;  // empty: the scheduler config's
   int64_t height = 0, width = 0;  // 0: the UNet's sample_size x the VAE factor
   std::string device = "cpu", dtype = "float32";
   int64_t batch_size = 0;
+  std::vector<std::string> loras;  // FILE[:SCALE]
 };
 
 json::Value file_record(const std::string& path) {
@@ -69,9 +71,13 @@ int cmd_sample(const std::vector<std::string>& args) {
       "steps", po::value<int64_t>(&p.steps)->default_value(p.steps), "denoising steps")(
       "guidance", po::value<double>(&p.guidance)->default_value(p.guidance), "classifier-free guidance scale (<= 1: off)")(
       "scheduler", po::value<std::string>(&p.scheduler)->default_value(p.scheduler), generator::scheduler_kinds_text().c_str())(
+      "timestep-spacing", po::value<std::string>(&p.timestep_spacing),
+      "override the scheduler config's timestep_spacing: linspace, leading or trailing (step-distilled LoRAs such as Hyper-SD expect trailing)")(
       "height", po::value<int64_t>(&p.height)->default_value(0), "image height (0: UNet sample_size x VAE factor, 512 for SD-1.5)")(
       "width", po::value<int64_t>(&p.width)->default_value(0), "image width (0: as height)")(
       "batch-size", po::value<int64_t>(&p.batch_size)->default_value(0), "images per denoising batch (0: all); results do not depend on it")(
+      "lora", po::value<std::vector<std::string>>(&p.loras)->composing(),
+      "LoRA file to fuse into the UNet / text encoder, FILE[:SCALE] (scale default 1), repeatable; kohya, diffusers or peft form")(
       "out", po::value<std::string>(&p.out_dir)->required(), "output folder for {identity:05d}_{image:03d}.png and sample.json");
   auto parsed = parse_args("sample", "--model-dir DIR [--base-dir SD15] --ids FILE --images-per-id N --seed S --out DIR",
                            "Generates images_per_id faces per identity vector with Arc2Face (CFG, DPM-Solver++ by\n"
@@ -92,9 +98,15 @@ int cmd_sample(const std::vector<std::string>& args) {
   bool were_normalised = true;
   const at::Tensor ids = formats::read_identity_vectors(p.ids_path, te_config.hidden_size, &were_normalised);
   const int64_t n_ids = ids.size(0);
+  // LoRA files are read whole here too: a bad one fails before any model weights are read.
+  generator::PipelineOptions pipeline_options;
+  for (const auto& text : p.loras) {
+    pipeline_options.loras.push_back(generator::parse_lora_spec(text));
+    generator::read_lora(pipeline_options.loras.back().path);
+  }
   // The scheduler's own step range (LCM: 1..original_inference_steps), before any weights are read.
   {
-    const auto schedule = generator::Arc2FacePipeline::scheduler_for(paths, p.scheduler);
+    const auto schedule = generator::Arc2FacePipeline::scheduler_for(paths, p.scheduler, p.timestep_spacing);
     try {
       schedule->set_timesteps(p.steps);
     } catch (const Error& e) {
@@ -103,10 +115,10 @@ int cmd_sample(const std::vector<std::string>& args) {
   }
 
   // 2. models
-  generator::PipelineOptions pipeline_options;
   pipeline_options.device = shared.device_value();
   pipeline_options.dtype = shared.dtype_value();
   pipeline_options.scheduler = p.scheduler;
+  pipeline_options.timestep_spacing = p.timestep_spacing;
   auto pipe = generator::Arc2FacePipeline::load(paths, pipeline_options);
   if (p.height == 0) p.height = pipe.default_image_size();
   if (p.width == 0) p.width = p.height;
@@ -139,6 +151,15 @@ int cmd_sample(const std::vector<std::string>& args) {
   record.set("model_dir", p.model_dir);
   record.set("base_dir", p.base_dir);
   if (!p.variant.empty()) record.set("variant", p.variant);
+  if (!pipeline_options.loras.empty()) {
+    json::Value loras = json::Value::array();
+    for (const auto& l : pipeline_options.loras) {
+      json::Value r = file_record(l.path);
+      r.set("scale", l.scale);
+      loras.push_back(r);
+    }
+    record.set("loras", loras);
+  }
   record.set("ids", file_record(p.ids_path));
   record.set("num_identities", n_ids);
   record.set("id_width", ids.size(1));
@@ -151,6 +172,7 @@ int cmd_sample(const std::vector<std::string>& args) {
   record.set("steps", p.steps);
   record.set("guidance_scale", p.guidance);
   record.set("scheduler", pipe.scheduler().name());
+  if (!p.timestep_spacing.empty()) record.set("timestep_spacing", p.timestep_spacing);
   record.set("height", p.height);
   record.set("width", p.width);
   record.set("device", p.device);

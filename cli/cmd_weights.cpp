@@ -7,6 +7,7 @@
 #include "core/check.h"
 #include "core/tensor_dict.h"
 #include "core/weights.h"
+#include "generator/lora.h"
 #include "generator/model_files.h"
 #include "generator/single_file.h"
 #if __has_include("core/onnx_model.h")
@@ -19,7 +20,14 @@ namespace idsynth::cli {
 namespace {
 
 // What kind of checkpoint the names say it is, when it is one idsynth converts at load.
-std::string layout_note(const TensorDict& tensors) {
+std::string layout_note(const TensorDict& tensors, const std::string& path) {
+  if (generator::looks_like_lora(tensors)) {
+    try {
+      return cat(" (", generator::describe_lora(generator::read_lora(path)), ")");
+    } catch (const Error& e) {
+      return cat(" (LoRA names; loading fails: ", e.what(), ")");
+    }
+  }
   if (generator::looks_like_ldm_checkpoint(tensors))
     return cat(" (single-file LDM checkpoint, ", generator::single_file_kind_name(generator::detect_single_file_kind(tensors)),
                "; ", generator::count_ema_tensors(tensors), " model_ema tensors)");
@@ -43,7 +51,8 @@ int cmd_weights(const std::vector<std::string>& args) {
   pos.add("file", 1);
   auto parsed = parse_args("weights", "FILE [--names-only]",
                            "Lists every tensor of a weight file with its dtype and shape, and the total parameter count.\n"
-                           "Formats are recognised from the content: safetensors, torch.save zip and legacy checkpoints, ONNX.",
+                           "Formats are recognised from the content: safetensors, torch.save zip and legacy checkpoints, ONNX.\n"
+                           "Single-file LDM checkpoints and LoRA files (form, rank, alpha, targeted modules) are named as such.",
                            opts, args, &pos);
   if (parsed.help) return kExitOk;
   const std::string path = parsed.vars["file"].as<std::string>();
@@ -64,7 +73,7 @@ int cmd_weights(const std::vector<std::string>& args) {
   }
   size_t width = 4;
   for (const auto& [name, t] : tensors) width = std::max(width, name.size());
-  std::cout << path << ": " << weight_format_name(format) << ", " << tensors.size() << " tensors" << layout_note(tensors)
+  std::cout << path << ": " << weight_format_name(format) << ", " << tensors.size() << " tensors" << layout_note(tensors, path)
             << "\n";
   for (const auto& [name, t] : tensors) {
     std::string padded = name;

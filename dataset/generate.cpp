@@ -65,6 +65,10 @@ std::string model_files_json(const GenerateConfig& cfg, const Arc2FaceModelPaths
   for (const auto& f : paths.files()) j.set(model_file_name(f, roots), sha256_file(f));
   if (!cfg.model.recognizer.empty()) j.set("recognizer:" + fs::path(cfg.model.recognizer).filename().string(),
                                            sha256_file(cfg.model.recognizer));
+  for (const auto& text : cfg.model.loras) {
+    const generator::LoraSpec lora = generator::parse_lora_spec(text);
+    j.set("lora:" + fs::path(lora.path).filename().string(), sha256_file(lora.path));
+  }
   if (cfg.filter.alignment == "detect")
     j.set("detector:" + fs::path(cfg.model.detector).filename().string(), sha256_file(cfg.model.detector));
   return j.dump();
@@ -73,6 +77,11 @@ std::string model_files_json(const GenerateConfig& cfg, const Arc2FaceModelPaths
 void check_files(const GenerateConfig& cfg) {
   IDSYNTH_CHECK(cfg.model.recognizer.empty() || file_exists(cfg.model.recognizer), "model.recognizer: file not found: '",
                 cfg.model.recognizer, "'");
+  for (const auto& text : cfg.model.loras) {
+    const generator::LoraSpec lora = generator::parse_lora_spec(text);
+    IDSYNTH_CHECK(file_exists(lora.path), "model.loras: file not found: '", lora.path, "'");
+    generator::read_lora(lora.path);  // its form, pairs and values, before any output
+  }
   IDSYNTH_CHECK(cfg.model.detector.empty() || file_exists(cfg.model.detector), "model.detector: file not found: '",
                 cfg.model.detector, "'");
   IDSYNTH_CHECK(cfg.identities.from_file.empty() || file_exists(cfg.identities.from_file),
@@ -349,6 +358,8 @@ std::string dataset_config_yaml(const GenerateConfig& cfg) {
   if (c.filter.alignment != "detect" || c.filter.det_size == FilterConfig{}.det_size)
     drop(cat("det_size: ", c.filter.det_size));
   if (c.model.variant.empty()) drop("variant: \"\"");
+  if (c.model.loras.empty()) drop("loras: []");
+  if (c.generation.timestep_spacing.empty()) drop("timestep_spacing: \"\"");
   return yaml;
 }
 
@@ -422,7 +433,7 @@ GenerateSummary generate_dataset(const GenerateConfig& cfg, const GenerateOption
   }
   {
     // The scheduler's own step range (LCM: 1..original_inference_steps), before any output.
-    const auto schedule = Arc2FacePipeline::scheduler_for(paths, cfg.generation.scheduler);
+    const auto schedule = Arc2FacePipeline::scheduler_for(paths, cfg.generation.scheduler, cfg.generation.timestep_spacing);
     try {
       schedule->set_timesteps(cfg.generation.steps);
     } catch (const Error& e) {
@@ -454,6 +465,8 @@ GenerateSummary generate_dataset(const GenerateConfig& cfg, const GenerateOption
       po.device = devices[w];
       po.dtype = dtype;
       po.scheduler = cfg.generation.scheduler;
+      po.timestep_spacing = cfg.generation.timestep_spacing;
+      for (const auto& text : cfg.model.loras) po.loras.push_back(generator::parse_lora_spec(text));
       pipelines.push_back(std::make_unique<Arc2FacePipeline>(Arc2FacePipeline::load(paths, po)));
       const int64_t f = pipelines.back()->vae_scale_factor();
       IDSYNTH_CHECK(cfg.generation.height % f == 0 && cfg.generation.width % f == 0, "generation.height/width: expected multiples of ",

@@ -17,12 +17,14 @@ struct ModelConfig {
   std::string recognizer;
   std::string detector;
   std::string variant;
+  std::vector<std::string> loras;
   void visit(config::Visitor& v) {
     v.field("dir", dir, "Arc2Face model folder: diffusers layout (unet/ text_encoder/ vae/ scheduler/) or an Arc2Face download (arc2face/ encoder/)");
     v.field("base_dir", base_dir, "Stable Diffusion 1.5 folder (or single-file checkpoint) giving vae/ and scheduler/ to an Arc2Face download (empty: dir has them)");
     v.field("recognizer", recognizer, "ArcFace recogniser for the ID filter: ONNX file or IResNet safetensors (empty: no filter)");
     v.field("detector", detector, "SCRFD detector ONNX for the ID filter (empty: fixed-crop alignment)");
     v.field("variant", variant, "weight-file variant to prefer, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors); empty: the plain files");
+    v.field("loras", loras, "LoRA files fused into the UNet / text encoder at load, FILE or FILE:SCALE each (e.g. [lcm-lora-sdv1-5.safetensors] with scheduler lcm)");
   }
 };
 
@@ -30,6 +32,7 @@ struct GenerationConfig {
   int64_t steps = 25;
   double guidance = 3.0;
   std::string scheduler = "dpmsolver++";
+  std::string timestep_spacing;
   int64_t height = 512;
   int64_t width = 512;
   int64_t batch_size = 8;
@@ -41,6 +44,7 @@ struct GenerationConfig {
     v.field("steps", steps, "denoising steps", {1, 1000});
     v.field("guidance", guidance, "classifier-free guidance scale", {0.0, 100.0});
     v.field("scheduler", scheduler, "sampler", generator::scheduler_kinds());
+    v.field("timestep_spacing", timestep_spacing, "override the scheduler config's timestep_spacing (empty: the config's; trailing for step-distilled LoRAs)", {"", "linspace", "leading", "trailing"});
     v.field("height", height, "image height in pixels (a multiple of the VAE factor)", {8, 4096});
     v.field("width", width, "image width in pixels (a multiple of the VAE factor)", {8, 4096});
     v.field("batch_size", batch_size, "images per UNet call (guidance doubles it); results do not depend on it", {1, 4096});

@@ -119,18 +119,26 @@ Arc2FacePipeline::Arc2FacePipeline(CLIPTextModel text_encoder, UNet2DCondition u
 
 Arc2FacePipeline Arc2FacePipeline::load(const Arc2FaceModelPaths& paths, const PipelineOptions& options) {
   log::Stopwatch watch;
-  auto scheduler = scheduler_for(paths, options.scheduler);
-  auto text_encoder = load_clip_text_model(paths.text_encoder, options.device, options.dtype);
-  auto unet = load_unet(paths.unet, options.device, options.dtype);
+  auto scheduler = scheduler_for(paths, options.scheduler, options.timestep_spacing);
+  const std::vector<LoraToApply> loras = read_loras(options.loras);
+  auto text_encoder = load_clip_text_model(paths.text_encoder, options.device, options.dtype, nullptr, loras);
+  auto unet = load_unet(paths.unet, options.device, options.dtype, nullptr, loras);
   auto vae = load_vae(paths.vae, options.device, options.dtype);
   Arc2FacePipeline pipe(std::move(text_encoder), std::move(unet), std::move(vae), std::move(scheduler), options);
   LOG_INF("loading Arc2Face pipeline completed, taking ", watch.seconds(), " s (scheduler ", pipe.scheduler().name(), ")");
   return pipe;
 }
 
-std::unique_ptr<Scheduler> Arc2FacePipeline::scheduler_for(const Arc2FaceModelPaths& paths, const std::string& kind) {
-  return paths.scheduler_config.empty() ? make_scheduler(kind, sd15_scheduler_config(), "Stable Diffusion 1.5 scheduler config")
-                                        : load_scheduler(kind, paths.scheduler_config);
+std::unique_ptr<Scheduler> Arc2FacePipeline::scheduler_for(const Arc2FaceModelPaths& paths, const std::string& kind,
+                                                           const std::string& timestep_spacing) {
+  const bool sd15 = paths.scheduler_config.empty();
+  json::Value config = sd15 ? sd15_scheduler_config() : json::parse_file(paths.scheduler_config);
+  std::string source = sd15 ? "Stable Diffusion 1.5 scheduler config" : paths.scheduler_config;
+  if (!timestep_spacing.empty()) {
+    config.set("timestep_spacing", timestep_spacing);
+    source += " with timestep_spacing '" + timestep_spacing + "'";
+  }
+  return make_scheduler(kind, config, source);
 }
 
 int64_t Arc2FacePipeline::vae_scale_factor() const { return vae_->config().spatial_factor(); }

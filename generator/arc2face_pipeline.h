@@ -16,6 +16,7 @@
 #include "generator/arc2face_id_encoder.h"
 #include "generator/autoencoder_kl.h"
 #include "generator/clip_text_model.h"
+#include "generator/lora.h"
 #include "generator/schedulers.h"
 #include "generator/unet_2d_condition.h"
 
@@ -44,6 +45,12 @@ struct PipelineOptions {
   c10::Device device = c10::kCPU;
   c10::ScalarType dtype = c10::kFloat;  // UNet, VAE and text encoder; scheduler math is float32
   std::string scheduler = "dpmsolver++";  // dpmsolver++ | ddim | euler | lcm (see scheduler_kinds())
+  // Overrides the scheduler config's timestep_spacing (linspace | leading | trailing; empty: the
+  // config's), as diffusers' Scheduler.from_config(config, timestep_spacing="trailing") does for
+  // step-distilled LoRAs.
+  std::string timestep_spacing;
+  // LoRA files fused into the UNet and text encoder at load, in order (generator/lora.h).
+  std::vector<LoraSpec> loras;
 };
 
 struct SampleOptions {
@@ -70,7 +77,8 @@ class Arc2FacePipeline {
   static Arc2FacePipeline load(const Arc2FaceModelPaths& paths, const PipelineOptions& options);
   // The scheduler `load` builds (kind from PipelineOptions::scheduler), without any weights: cheap,
   // so commands can check settings such as the step count before loading the model.
-  static std::unique_ptr<Scheduler> scheduler_for(const Arc2FaceModelPaths& paths, const std::string& kind);
+  static std::unique_ptr<Scheduler> scheduler_for(const Arc2FaceModelPaths& paths, const std::string& kind,
+                                                  const std::string& timestep_spacing = "");
 
   // 2^(len(vae.block_out_channels) - 1): pixels per latent cell.
   int64_t vae_scale_factor() const;

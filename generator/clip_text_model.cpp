@@ -208,12 +208,13 @@ CLIPTextOutput CLIPTextModelImpl::forward_embeds(const torch::Tensor& input_ids,
 }
 
 CLIPTextModel load_clip_text_model(const ComponentFiles& files, c10::Device device, c10::ScalarType dtype,
-                                   LoadReport* report) {
+                                   LoadReport* report, const std::vector<LoraToApply>& loras) {
   log::Stopwatch watch;
   IDSYNTH_CHECK(!files.single_file, files.weights,
                 ": a single-file checkpoint's text encoder is the plain CLIP; Arc2Face needs its own encoder/ folder");
   CLIPTextModel model(CLIPTextConfig::from_file(files.config));
-  const TensorDict weights = read_weights(files.weights);
+  const TensorDict file_weights = read_weights(files.weights);
+  const TensorDict weights = fuse_loras(file_weights, Component::kTextEncoder, loras);
   LoadOptions options;
   // transformers < 4.31 saved the position ids as a persistent buffer (Arc2Face's encoder has it).
   options.ignore_unexpected = {"text_model.embeddings.position_ids"};
@@ -223,11 +224,11 @@ CLIPTextModel load_clip_text_model(const ComponentFiles& files, c10::Device devi
   if (report != nullptr) {
     report->weights = files.weights;
     report->layout = "diffusers";
-    report->file_dtype = floating_dtype(weights);
-    report->tensors = static_cast<int64_t>(weights.size());
+    report->file_dtype = floating_dtype(file_weights);
+    report->tensors = static_cast<int64_t>(file_weights.size());
     report->parameters = count_parameters(*model);
   }
-  LOG_INF("loading CLIP text encoder ", files.weights, " (", dtype_string(floating_dtype(weights)), ") completed, taking ",
+  LOG_INF("loading CLIP text encoder ", files.weights, " (", dtype_string(floating_dtype(file_weights)), ") completed, taking ",
           watch.seconds(), " s");
   return model;
 }

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "core/json.h"
+#include "generator/lora.h"
 #include "generator/model_files.h"
 
 namespace idsynth::generator {
@@ -142,8 +143,9 @@ TORCH_MODULE(CLIPTextModel);
 
 // Reads `folder/config.json` and `folder/model.safetensors` or `folder/pytorch_model.bin`
 // (whichever exists), loads strictly by name and moves the model to device/dtype in eval mode.
+// `loras`: their text-encoder layers are fused in float32 before the move.
 CLIPTextModel load_clip_text_model(const ComponentFiles& files, c10::Device device, c10::ScalarType dtype,
-                                   LoadReport* report = nullptr);
+                                   LoadReport* report = nullptr, const std::vector<LoraToApply>& loras = {});
 // The same for a component folder (locate_component).
 CLIPTextModel load_clip_text_model(const std::string& folder, c10::Device device, c10::ScalarType dtype);
 

@@ -410,6 +410,13 @@ TensorDict ldm_unet_to_diffusers(const TensorDict& checkpoint, const UNet2DCondi
   return apply_table(checkpoint, kUnetPrefix, unet_table(config), source, "UNet", unet_summary(config), whole_unet);
 }
 
+std::vector<std::pair<std::string, std::string>> ldm_unet_names(const UNet2DConditionConfig& config) {
+  config.check();
+  std::vector<std::pair<std::string, std::string>> names;
+  for (const Move& m : unet_table(config).moves) names.emplace_back(m.ldm, m.diffusers);
+  return names;
+}
+
 TensorDict ldm_vae_to_diffusers(const TensorDict& checkpoint, const AutoencoderKLConfig& config, const std::string& source) {
   config.check();
   std::string why;

@@ -8,6 +8,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/json.h"
 #include "core/tensor_dict.h"
@@ -45,6 +47,11 @@ TensorDict read_single_file(const std::string& path);
 // their dtype and share storage with `checkpoint`.
 TensorDict ldm_unet_to_diffusers(const TensorDict& checkpoint, const UNet2DConditionConfig& config,
                                  const std::string& source);
+
+// Every UNet tensor name pair (LDM name without the "model.diffusion_model." prefix, diffusers
+// name) that `config` implies, in the order ldm_unet_to_diffusers checks them. LoRA files made for
+// the LDM layout (kohya's `lora_unet_input_blocks_4_1_proj_in`) are matched through it.
+std::vector<std::pair<std::string, std::string>> ldm_unet_names(const UNet2DConditionConfig& config);
 
 // The VAE's tensors ("first_stage_model.*" when any name has that prefix, else every name: a
 // standalone VAE file such as vae-ft-mse-840000-ema-pruned) renamed to AutoencoderKL's names. The

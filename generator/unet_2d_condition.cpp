@@ -470,15 +470,17 @@ at::Tensor UNet2DConditionImpl::forward(const at::Tensor& sample, const at::Tens
 // ---------------------------------------------------------------------------------------------
 // Loading
 // ---------------------------------------------------------------------------------------------
-UNet2DCondition load_unet(const ComponentFiles& files, c10::Device device, c10::ScalarType dtype, LoadReport* report) {
+UNet2DCondition load_unet(const ComponentFiles& files, c10::Device device, c10::ScalarType dtype, LoadReport* report,
+                          const std::vector<LoraToApply>& loras) {
   log::Stopwatch watch;
   LoadReport r;
   // A single file has no config: Stable Diffusion 1.5's, unless one is given beside it.
   UNet2DConditionConfig config = files.config.empty()
                         ? UNet2DConditionConfig::from_json(sd15_unet_config(), "Stable Diffusion 1.5 UNet config")
                         : UNet2DConditionConfig::from_file(files.config);
-  const TensorDict weights = read_component_weights(
+  TensorDict weights = read_component_weights(
       files, Component::kUNet, [&](const TensorDict& checkpoint) { return ldm_unet_to_diffusers(checkpoint, config, files.weights); }, r);
+  if (!loras.empty()) weights = fuse_loras(weights, Component::kUNet, loras, ldm_unet_names(config));
   UNet2DCondition unet(std::move(config));
   unet->to(device, dtype);
   load_state_dict(*unet, weights);

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/json.h"
+#include "generator/lora.h"
 #include "generator/model_files.h"
 #include "generator/nn_blocks.h"
 #include "generator/unet_2d_blocks.h"
@@ -138,9 +139,11 @@ class UNet2DConditionImpl : public torch::nn::Module {
 TORCH_MODULE(UNet2DCondition);
 
 // Builds the UNet from `folder`/config.json and loads `folder`/diffusion_pytorch_model.safetensors
-// (or .bin) strictly onto `device` in `dtype`. Logs parameter count and load time.
+// (or .bin) strictly onto `device` in `dtype`, with `loras` fused in float32 first. Logs parameter
+// count and load time.
 UNet2DCondition load_unet(const ComponentFiles& files, c10::Device device = c10::kCPU,
-                          c10::ScalarType dtype = c10::kFloat, LoadReport* report = nullptr);
+                          c10::ScalarType dtype = c10::kFloat, LoadReport* report = nullptr,
+                          const std::vector<LoraToApply>& loras = {});
 // The same for a component folder (locate_component).
 UNet2DCondition load_unet(const std::string& folder, c10::Device device = c10::kCPU,
                           c10::ScalarType dtype = c10::kFloat);

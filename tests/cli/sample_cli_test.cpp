@@ -112,6 +112,36 @@ TEST(SampleCli, BadInputsExitOneWithOneLine) {
   // Not a .npy at all.
   std::ofstream(tmp + "/junk.npy") << "hello";
   expect_error(sample_command(model, tmp + "/junk.npy", tmp + "/o5", "--seed 1"), "junk.npy");
+  // LCM with no steps; a LoRA that is not there; a file that is no LoRA.
+  expect_error(sample_command(model, tmp + "/ok.npy", tmp + "/o6", "--seed 1 --scheduler lcm --steps 0"),
+               "--steps: expected >= 1, found 0");
+  expect_error(sample_command(model, tmp + "/ok.npy", tmp + "/o7", "--seed 1 --lora " + tmp + "/none.safetensors:0.5"),
+               tmp + "/none.safetensors: LoRA file: expected a file, found nothing");
+  expect_error(sample_command(model, tmp + "/ok.npy", tmp + "/o8", "--seed 1 --lora " + model + "/vae/diffusion_pytorch_model.safetensors"),
+               "expected LoRA tensors");
+}
+
+// Arc2Face's fast mode from the command line: LCM, guidance 1, a LoRA file; `weights` names the file.
+TEST(SampleCli, LcmWithLoraRecordsTheLoraAndWeightsDescribesIt) {
+  IDSYNTH_REQUIRE_GOLDEN(dir, "pipeline_tiny");
+  const std::string tmp = test::temp_dir("sample_cli_lora");
+  const std::string lora = std::string(IDSYNTH_SOURCE_DIR) + "/tests/generator/data/lora/kohya.safetensors";
+  formats::save_npy(tmp + "/ids.npy", at::ones({1, 16}) / 4.0);
+  auto r = run_command(sample_command(dir + "/pipeline", tmp + "/ids.npy", tmp + "/out",
+                                      "--seed 3 --images-per-id 2 --scheduler lcm --steps 4 --guidance 1 --lora " + lora + ":0.5"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("fused 18 LoRA layers into 18 UNet weights"), std::string::npos) << r.err;
+  const json::Value record = json::parse_file(tmp + "/out/sample.json");
+  const auto& loras = record.find("loras")->as_array();
+  ASSERT_EQ(loras.size(), 1u);
+  EXPECT_EQ(loras[0].find("path")->as_string(), lora);
+  EXPECT_EQ(loras[0].find("scale")->as_double(), 0.5);
+  EXPECT_EQ(record.find("scheduler")->as_string(), "LCMScheduler");
+  EXPECT_TRUE(file_exists(tmp + "/out/00000_001.png"));
+  r = run_command(idsynth_binary() + " weights " + lora);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("(LoRA (kohya form): 22 layers (UNet 18, text encoder 4), rank 4, alpha 2; targets: "), std::string::npos)
+      << r.out;
 }
 
 }  // namespace

@@ -3,12 +3,16 @@
 // regenerated; bad configs fail before any output.
 #include <gtest/gtest.h>
 
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -17,6 +21,9 @@
 
 #include "core/check.h"
 #include "core/json.h"
+#include "core/safetensors.h"
+#include "core/weights.h"
+#include "generator/model_files.h"
 #include "dataset_test_util.h"
 #include "dataset/export.h"
 #include "dataset/generate.h"
@@ -350,6 +357,16 @@ TEST(DatasetGenerate, NewKeysEnterTheShardConfigOnlyWhenTheyChangeSomething) {
   cfg.model.variant = "fp16";
   EXPECT_NE(dataset_config_yaml(cfg).find("  variant: \"fp16\"\n"), std::string::npos);
   cfg.model.variant = "";
+  // model.loras and generation.timestep_spacing likewise.
+  EXPECT_EQ(yaml.find("loras"), std::string::npos) << yaml;
+  EXPECT_EQ(yaml.find("timestep_spacing"), std::string::npos) << yaml;
+  cfg.model.loras = {"lcm.safetensors:0.5"};
+  cfg.generation.timestep_spacing = "trailing";
+  EXPECT_NE(dataset_config_yaml(cfg).find("  loras: ["), std::string::npos) << dataset_config_yaml(cfg);
+  EXPECT_NE(dataset_config_yaml(cfg).find("lcm.safetensors:0.5"), std::string::npos) << dataset_config_yaml(cfg);
+  EXPECT_NE(dataset_config_yaml(cfg).find("  timestep_spacing: \"trailing\"\n"), std::string::npos) << dataset_config_yaml(cfg);
+  cfg.model.loras = {};
+  cfg.generation.timestep_spacing = "";
   // Only those lines go: everything around them stays as the emitter wrote it.
   cfg.filter.det_size = 640;
   GenerateConfig cleared = cfg;
@@ -357,7 +374,7 @@ TEST(DatasetGenerate, NewKeysEnterTheShardConfigOnlyWhenTheyChangeSomething) {
   cleared.generation.devices = {};
   cleared.generation.threads = 0;
   std::string full = config::to_yaml(cleared);
-  for (const std::string line : {"  det_size: 640\n", "  variant: \"\"\n"}) {
+  for (const std::string line : {"  det_size: 640\n", "  variant: \"\"\n", "  loras: []\n", "  timestep_spacing: \"\"\n"}) {
     const size_t at = full.find(line);
     ASSERT_NE(at, std::string::npos) << full;
     full.erase(at, line.size());
@@ -386,6 +403,84 @@ TEST(IdFilter, AnImageWithoutAFaceIsRejectedAsNoFace) {
   }
   o.det_size = 48;
   EXPECT_NE(test::error_of([&] { IdFilter{o}; }).find("multiples of 32"), std::string::npos);
+}
+
+// Arc2Face's fast mode in a dataset: LCM with a LoRA (kohya form, rank 2, on attention and resnet
+// convolutions of this model). Two workers and one, and a run killed with SIGKILL then resumed, all
+// give the same bytes; the LoRA really changes them.
+TEST(DatasetGenerate, LcmWithLoraGivesTheSameBytesAcrossWorkersAndAfterAKill) {
+  const std::string bin = test::idsynth_binary();
+  if (!fs::exists(bin)) {
+    if (test::goldens_required()) FAIL() << bin << " not built";
+    GTEST_SKIP() << bin << " not built (ninja idsynth)";
+  }
+  const std::string dir = test::temp_dir("dataset_lora");
+  const TensorDict unet = read_weights(generator::locate_component(test::tiny_model_dir() + "/unet",
+                                                                   generator::Component::kUNet).weights);
+  std::vector<std::pair<std::string, at::Tensor>> lora;
+  at::Generator g = at::detail::createCPUGenerator(5);
+  for (const auto& [name, w] : unet) {
+    const bool attn = name.find("attn1.to_q.weight") != std::string::npos || name.find("attn2.to_v.weight") != std::string::npos;
+    const bool conv = name.find("resnets.0.conv1.weight") != std::string::npos;
+    if (!attn && !conv) continue;
+    std::string kohya = "lora_unet_" + name.substr(0, name.size() - 7);
+    std::replace(kohya.begin(), kohya.end(), '.', '_');
+    std::vector<int64_t> down = {2, w.size(1)}, up = {w.size(0), 2};
+    if (conv) {
+      down = {2, w.size(1), w.size(2), w.size(3)};
+      up = {w.size(0), 2, 1, 1};
+    }
+    lora.emplace_back(kohya + ".lora_down.weight", at::randn(down, g) * 0.3);
+    lora.emplace_back(kohya + ".lora_up.weight", at::randn(up, g) * 0.3);
+    lora.emplace_back(kohya + ".alpha", at::full({}, 2.0));
+  }
+  ASSERT_GE(lora.size(), 12u);
+  save_safetensors(dir + "/lora.safetensors", lora);
+
+  auto cfg = [&](const std::string& out) {
+    auto c = test::tiny_config(out);
+    c.generation.scheduler = "lcm";
+    c.generation.guidance = 1.0;
+    c.generation.steps = 2;
+    c.model.loras = {dir + "/lora.safetensors:0.8"};
+    return c;
+  };
+  const std::string one = dir + "/one", two = dir + "/two", killed = dir + "/killed";
+  ASSERT_TRUE(generate_dataset(cfg(one), quiet()).complete());
+  auto c2 = cfg(two);
+  c2.generation.devices = {"cpu", "cpu"};
+  ASSERT_TRUE(generate_dataset(c2, quiet()).complete());
+  test::expect_same_dataset(one, two);
+
+  const std::string config = test::write_config(cfg(killed), dir + "/config.yaml");
+  const pid_t pid = spawn_generate(config);
+  ASSERT_GT(pid, 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  int status = 0;
+  bool exited = false;
+  while (count_records(killed) < 3) {
+    if (waitpid(pid, &status, WNOHANG) == pid) {
+      exited = true;
+      break;
+    }
+    ASSERT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(120));
+    std::this_thread::sleep_for(std::chrono::milliseconds(3));
+  }
+  if (!exited) {
+    ::kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+  }
+  const auto r = test::run_command(bin + " --threads 2 --log-level warn generate --config " + config + " --no-progress");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  formats::verify_dataset(killed, 8, /*repair=*/true);
+  test::expect_same_dataset(one, killed);
+
+  // Without the LoRA the same LCM run draws other faces.
+  auto plain = cfg(dir + "/plain");
+  plain.model.loras.clear();
+  plain.output.dir = dir + "/plain";
+  ASSERT_TRUE(generate_dataset(plain, quiet()).complete());
+  EXPECT_NE(test::read_bytes(formats::shard_h5_path(one, 0)), test::read_bytes(formats::shard_h5_path(dir + "/plain", 0)));
 }
 
 }  // namespace

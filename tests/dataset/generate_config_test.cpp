@@ -103,7 +103,7 @@ TEST(Config, IncludeLaysPresetsUnderTheFile) {
 }
 
 TEST(Config, ShippedPresetsLoad) {
-  for (const char* name : {"quickstart.yaml", "arc2face-10k.yaml", "arc2face-20k.yaml"}) {
+  for (const char* name : {"quickstart.yaml", "arc2face-10k.yaml", "arc2face-20k.yaml", "arc2face-10k-lcm.yaml"}) {
     SCOPED_TRACE(name);
     const auto cfg = config::load<dataset::GenerateConfig>(std::string(IDSYNTH_SOURCE_DIR) + "/configs/" + name);
     EXPECT_FALSE(cfg.output.dir.empty());
@@ -113,6 +113,13 @@ TEST(Config, ShippedPresetsLoad) {
   EXPECT_EQ(k20.identities.count, 2 * k10.identities.count);
   EXPECT_EQ(k20.generation.steps, k10.generation.steps);
   EXPECT_EQ(k20.model.dir, k10.model.dir);
+  // The fast mode: the 10K set with the LCM-LoRA, 4 LCM steps and no guidance batch.
+  const auto lcm = config::load<dataset::GenerateConfig>(std::string(IDSYNTH_SOURCE_DIR) + "/configs/arc2face-10k-lcm.yaml");
+  EXPECT_EQ(lcm.model.loras, std::vector<std::string>{"models/lcm-lora-sdv1-5/pytorch_lora_weights.safetensors"});
+  EXPECT_EQ(lcm.generation.scheduler, "lcm");
+  EXPECT_EQ(lcm.generation.steps, 4);
+  EXPECT_EQ(lcm.identities.count, k10.identities.count);
+  EXPECT_EQ(lcm.model.recognizer, k10.model.recognizer);
 }
 
 }  // namespace
