@@ -8,6 +8,7 @@ MetricKind metric_kind(const std::string& name, const json::Value& entry) {
   if (name == IdSimMetrics::kEntry) return MetricKind::idsim;
   if (name == FidMetrics::kEntry) return MetricKind::fid;
   if (name == LpipsMetrics::kEntry) return MetricKind::lpips;
+  if (name == AuditMetrics::kEntry) return MetricKind::audit;
   return entry.is_object() ? MetricKind::verification : MetricKind::other;
 }
 
@@ -21,6 +22,7 @@ EvalMetrics EvalMetrics::from_json(const json::Value& metrics, const std::string
       case MetricKind::idsim: m.idsim = IdSimMetrics::from_json(entry, at); break;
       case MetricKind::fid: m.fid = FidMetrics::from_json(entry, at); break;
       case MetricKind::lpips: m.lpips = LpipsMetrics::from_json(entry, at); break;
+      case MetricKind::audit: m.audit = AuditMetrics::from_json(entry, at); break;
       case MetricKind::other: m.other.emplace_back(name, entry); break;
     }
   }

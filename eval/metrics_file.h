@@ -1,6 +1,7 @@
 // metrics.json as the `idsynth eval` commands write it: one object whose entries are metrics.
 // `eval verify` keys one entry per benchmark by its pack's file stem ("lfw", "agedb_30"); `eval idsim`,
-// `eval fid` and `eval lpips` write one entry each, named "idsim", "fid" and "lpips". `eval report`
+// `eval fid`, `eval lpips` and `eval audit` write one entry each, named "idsim", "fid", "lpips" and
+// "audit". `eval report`
 // merges several such files per run.
 //
 // The entries carry no kind marker (files written so far have none, and the bytes stay as they
@@ -11,6 +12,7 @@
 #include <string>
 
 #include "core/json.h"
+#include "eval/audit.h"
 #include "eval/fid.h"
 #include "eval/id_similarity.h"
 #include "eval/lpips.h"
@@ -19,9 +21,9 @@
 
 namespace idsynth::eval {
 
-enum class MetricKind { verification, idsim, fid, lpips, other };
+enum class MetricKind { verification, idsim, fid, lpips, audit, other };
 
-// "idsim", "fid" and "lpips" name their metric; every other object entry is a verification
+// "idsim", "fid", "lpips" and "audit" name their metric; every other object entry is a verification
 // benchmark; anything that is not an object is `other` (shown as a plain value, never interpreted).
 // A pack whose stem is one of the reserved names would be misread, so `eval verify` refuses it.
 MetricKind metric_kind(const std::string& name, const json::Value& entry);
@@ -32,6 +34,7 @@ struct EvalMetrics {
   std::optional<IdSimMetrics> idsim;
   std::optional<FidMetrics> fid;
   std::optional<LpipsMetrics> lpips;
+  std::optional<AuditMetrics> audit;
   json_fields::Keyed<json::Value> other;
 
   // `where` names the file in errors; an entry's error adds the entry and field names.

@@ -157,6 +157,112 @@ std::string idsim_markdown(const IdSimMetrics& m) {
              " images of ", m.identities, " identities\n");
 }
 
+// ---- audit: closeness to real people, dataset quality ---------------------------------------------
+
+// The fractions of a distribution's histogram as bars (the table below the chart gives the numbers).
+svg::Bars audit_bars(const std::string& label, size_t series, const AuditMetrics::Distribution& d) {
+  svg::Bars bars{label, svg::series_color(series), d.edges, {}, std::nullopt};
+  double total = 0.0;
+  for (int64_t c : d.counts) total += static_cast<double>(c);
+  for (int64_t c : d.counts) bars.heights.push_back(total > 0 ? static_cast<double>(c) / total : 0.0);
+  return bars;
+}
+
+// The nearest-real cosines of the synthetic identities over the gallery's own nearest negatives, with
+// the threshold as a vertical line.
+std::string audit_svg(const AuditMetrics& m) {
+  svg::Chart chart;
+  chart.css_class = "audit-histogram";
+  chart.plot_width = 480;
+  chart.plot_height = 220;
+  chart.bars.push_back(audit_bars("synthetic → nearest real", 0, m.nearest_real));
+  if (m.gallery_nearest_negative.count > 0)
+    chart.bars.push_back(audit_bars("real → nearest other real", 1, m.gallery_nearest_negative));
+  double xmin = std::min(m.threshold, 1.0), ymax = 0.0;
+  for (const auto& b : chart.bars)
+    for (size_t i = 0; i < b.heights.size(); ++i) {
+      if (b.heights[i] > 0 && i < b.edges.size()) xmin = std::min(xmin, b.edges[i]);
+      ymax = std::max(ymax, b.heights[i]);
+    }
+  xmin = std::clamp(std::floor(xmin * 4.0) / 4.0, -1.0, 0.75);
+  ymax = ymax > 0 ? std::min(1.0, std::ceil(ymax * 10.0 + 1e-9) / 10.0) : 1.0;
+  chart.lines.push_back({"threshold " + format_number("%.3f", m.threshold), "#000000", {m.threshold, m.threshold}, {0.0, ymax}, false});
+  chart.x = {"cosine of identity centres", xmin, 1.0, svg::ticks(xmin, 1.0, (1.0 - xmin) > 0.5 ? 0.25 : 0.05), "%.2f"};
+  chart.y = {"fraction of identities", 0.0, ymax, svg::ticks(0.0, ymax, ymax / 4), "%.3f"};
+  return svg::render(chart);
+}
+
+Table audit_table(const AuditMetrics& m) {
+  Table t{"audit", {"gallery", "real identities", "synthetic identities", "centres from", "threshold", "flagged"}, {}, {}};
+  t.rows.push_back({cat(m.gallery, " (", m.gallery_kind, m.gallery_images ? cat(", ", m.gallery_images, " images") : "", ")"),
+                    cat(m.gallery_identities),
+                    cat(m.identities, m.images ? cat(" (", m.images, " images)") : ""),
+                    m.synthetic == "images" ? "images (recogniser)" : "stored identity vectors",
+                    format_number("%.4f", m.threshold) + " (" + m.threshold_rule + ")",
+                    cat(m.flagged_count, " (", percent(m.flagged_fraction), "%)")});
+  return t;
+}
+
+Table audit_quality_table(const AuditMetrics& m) {
+  Table t{"audit-quality", {"distribution", "count", "mean", "std", "min", "median", "p99", "max"}, {}, {}};
+  const auto row = [&](const std::string& name, const AuditMetrics::Distribution& d) {
+    std::vector<std::string> r = {name, cat(d.count)};
+    for (double x : {d.mean, d.std, d.min, d.median, d.p99, d.max}) r.push_back(d.count ? format_number("%.4f", x) : "-");
+    t.rows.push_back(r);
+  };
+  row("synthetic identity → nearest real identity", m.nearest_real);
+  row("real identity → nearest other real identity", m.gallery_nearest_negative);
+  if (m.inter_class) row("synthetic identity → nearest other synthetic identity", *m.inter_class);
+  if (m.intra_class) row("synthetic image → its identity centre", *m.intra_class);
+  return t;
+}
+
+std::string thumb_html(const std::optional<std::string>& jpeg, const std::string& alt) {
+  return jpeg ? "<img alt=\"" + esc(alt) + "\" src=\"data:image/jpeg;base64," + esc(*jpeg) + "\">" : "-";
+}
+
+std::string audit_html(const AuditMetrics& m) {
+  std::string html = "<h2>Audit: closeness to real people</h2>\n" + table_html(audit_table(m)) + audit_svg(m);
+  if (!m.flagged.empty()) {
+    html += "<h3>Flagged synthetic identities</h3>\n<table class=\"faces\"><tr><th>identity</th><th>synthetic</th>"
+            "<th>nearest real</th><th>real identity</th><th>cosine</th><th>images above threshold</th></tr>\n";
+    for (size_t i = 0; i < m.flagged.size() && i < kPerIdentityRows; ++i) {
+      const AuditMetrics::Flagged& f = m.flagged[i];
+      int64_t above = 0;
+      for (const auto& im : f.images) above += im.cosine > m.threshold;
+      html += cat("<tr><td>", f.identity, "</td><td>", thumb_html(f.face, cat("synthetic identity ", f.identity)), "</td><td>",
+                  thumb_html(f.nearest_face, "real identity " + f.nearest), "</td><td>", esc(f.nearest), "</td><td>",
+                  format_number("%.4f", f.cosine), "</td><td>",
+                  f.images.empty() ? std::string("-") : cat(above, " of ", f.images.size()), "</td></tr>\n");
+    }
+    html += "</table>\n";
+    if (m.flagged.size() > kPerIdentityRows)
+      html += cat("<p>First ", kPerIdentityRows, " of ", m.flagged.size(), " flagged identities; all are in metrics.json.</p>\n");
+  }
+  html += "<h3>Dataset quality</h3>\n" + table_html(audit_quality_table(m));
+  if (m.duplicate_pairs)
+    html += cat("<p>Near-duplicate images (cosine above ", format_number("%.2f", m.duplicate_threshold.value_or(0.0)), "): ",
+                *m.duplicate_pairs, " pairs in ", m.duplicate_identities.value_or(0), " identities.</p>\n");
+  return html;
+}
+
+std::string audit_markdown(const AuditMetrics& m) {
+  std::string md = cat("- **", AuditMetrics::kEntry, "**: ", m.flagged_count, " of ", m.identities,
+                       " synthetic identities flagged (nearest real cosine above ", format_number("%.4f", m.threshold), ", ",
+                       m.threshold_rule, "); nearest real mean ", format_number("%.4f", m.nearest_real.mean), ", max ",
+                       format_number("%.4f", m.nearest_real.max), "; gallery ", m.gallery, " (", m.gallery_identities,
+                       " identities)\n");
+  if (m.inter_class)
+    md += cat("  - inter-class nearest synthetic centre: mean ", format_number("%.4f", m.inter_class->mean), ", max ",
+              format_number("%.4f", m.inter_class->max), "\n");
+  if (m.intra_class)
+    md += cat("  - intra-class cosine to centre: mean ", format_number("%.4f", m.intra_class->mean), ", std ",
+              format_number("%.4f", m.intra_class->std), "\n");
+  if (m.duplicate_pairs) md += cat("  - near-duplicate pairs: ", *m.duplicate_pairs, "\n");
+  for (const auto& f : m.flagged) md += cat("  - flagged: identity ", f.identity, " ~ ", f.nearest, " (", format_number("%.4f", f.cosine), ")\n");
+  return md;
+}
+
 // ---- FID, LPIPS and entries that are no metric: one row each of the generation metrics ---------
 
 struct GenerationRow {
@@ -282,6 +388,7 @@ std::string report_html(const json::Value& metrics, const std::string& title) {
   const EvalMetrics m = EvalMetrics::from_json(metrics, "report: metrics");
   std::string html = html_head(title) + verification_html(m.verification);
   if (m.idsim) html += idsim_html(*m.idsim);
+  if (m.audit) html += audit_html(*m.audit);
   return html + generation_html(m) + "</body></html>\n";
 }
 
@@ -289,6 +396,7 @@ std::string report_markdown(const json::Value& metrics, const std::string& title
   const EvalMetrics m = EvalMetrics::from_json(metrics, "report: metrics");
   std::string md = "# " + title + "\n\n" + verification_markdown(m.verification);
   if (m.idsim) md += idsim_markdown(*m.idsim);
+  if (m.audit) md += audit_markdown(*m.audit);
   return md + generation_markdown(m);
 }
 
@@ -392,6 +500,14 @@ std::vector<Column> compare_columns(const std::vector<EvalMetrics>& runs) {
   cols.push_back({"LPIPS", true,
                   [](const EvalMetrics& m) { return m.lpips ? std::optional<double>(m.lpips->diversity) : std::nullopt; },
                   plain("%.3f")});
+  cols.push_back({"flagged", false,
+                  [](const EvalMetrics& m) { return m.audit ? std::optional<double>(m.audit->flagged_fraction) : std::nullopt; },
+                  [](const EvalMetrics& m, double v) {
+                    return cat(m.audit->flagged_count, "/", m.audit->identities, " (", percent(v), "%)");
+                  }});
+  cols.push_back({"nearest real", false,
+                  [](const EvalMetrics& m) { return m.audit ? std::optional<double>(m.audit->nearest_real.mean) : std::nullopt; },
+                  plain("%.3f")});
   // Only the columns some run has.
   std::vector<Column> present;
   for (auto& c : cols) {
@@ -423,7 +539,9 @@ Table compare_table(const std::vector<RunMetrics>& runs, const std::vector<EvalM
   return t;
 }
 
-const char* kCompareNote = "Verification columns: accuracy (%) of the 10-fold protocol; best of each column in bold.";
+const char* kCompareNote =
+    "Verification columns: accuracy (%) of the 10-fold protocol; flagged: synthetic identities whose nearest real "
+    "identity is above the audit threshold; nearest real: their mean nearest-real cosine; best of each column in bold.";
 
 }  // namespace
 

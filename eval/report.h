@@ -5,8 +5,9 @@
 // Every entry of metrics.json is read through its metric's from_json (eval/metrics_file.h says which
 // metric an entry is), and each metric has its own report section, in HTML and in Markdown:
 // verification (table and ROC curves), ID similarity (statistics, histogram, per-identity table, face
-// grid), FID and LPIPS (a row each of the generation metrics). Entries that are no metric are listed
-// as plain values.
+// grid), the audit (nearest-real histogram with its threshold line, flagged identities beside their
+// nearest real faces, dataset quality), FID and LPIPS (a row each of the generation metrics). Entries
+// that are no metric are listed as plain values.
 #pragma once
 
 #include <string>
@@ -52,7 +53,8 @@ json::Value read_run_metrics(const std::string& dir);
 void add_run_metrics(std::vector<RunMetrics>& runs, const std::string& name, const std::string& dir);
 
 // Table like the paper's (rows = runs; columns = verification benchmarks in the paper's order, their
-// average, ID similarity, FID, LPIPS; best value of each column in bold), ROC curves per benchmark
+// average, ID similarity, FID, LPIPS, the audit's flagged fraction and mean nearest-real cosine; best
+// value of each column in bold), ROC curves per benchmark
 // with one curve per run, the similarity histograms overlaid, and each run's face grid.
 std::string compare_html(const std::vector<RunMetrics>& runs, const std::string& title);
 std::string compare_markdown(const std::vector<RunMetrics>& runs, const std::string& title);
