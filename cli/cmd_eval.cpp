@@ -1,5 +1,6 @@
 // idsynth eval verify|idsim|fid|lpips: the evaluation numbers of the paper's tables, each written to
-// <out>/metrics.json with report.html and summary.md; idsynth eval report: several runs side by side.
+// <out>/metrics.json with report.html and summary.md; idsynth eval audit: a dataset's closeness to real
+// people and its quality; idsynth eval report: several runs side by side.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
@@ -15,7 +16,9 @@
 #include "core/file_util.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/safetensors.h"
 #include "formats/bin_pack.h"
+#include "eval/audit.h"
 #include "eval/fid.h"
 #include "eval/id_similarity.h"
 #include "eval/inception_fid.h"
@@ -53,7 +56,9 @@ int eval_verify(const std::vector<std::string>& args) {
       "out", po::value<std::string>()->default_value(""), "folder for metrics.json (keyed by pack file stem)");
   auto parsed = parse_args("eval verify", "--recognizer M --bin a.bin [b.bin ...] [--no-flip] [--out DIR]",
                            "insightface 10-fold verification (arcface_torch eval/verification.py) on .bin packs:\n"
-                           "accuracy mean and population std, per-fold thresholds, TAR at FAR 1e-3/1e-4, XNorm.",
+                           "accuracy mean and population std, per-fold thresholds, TAR at FAR 1e-3/1e-4, XNorm.\n"
+                           "A pack that cannot be read or evaluated is named on stderr and skipped; the others are\n"
+                           "still evaluated and written (exit code 3).",
                            opts, args, nullptr, &shared);
   if (parsed.help) return kExitOk;
   const auto& v = parsed.vars;
@@ -61,17 +66,28 @@ int eval_verify(const std::vector<std::string>& args) {
   // A pack is stored under its file stem; a stem that names another metric would be misread later.
   for (const auto& path : bins)
     IDSYNTH_CHECK(eval::metric_kind(fs::path(path).stem().string(), json::Value::object()) == eval::MetricKind::verification,
-                  path, ": file name: expected a stem other than the metrics.json entries idsim, fid and lpips, found '",
+                  path, ": file name: expected a stem other than the metrics.json entries idsim, fid, lpips and audit, found '",
                   fs::path(path).stem().string(), "'");
   const auto recognizer = recognition::load_recognizer(shared.recognizer_path(), shared.device_value());
   eval::EmbedOptions eo;
   eo.batch_size = v["batch-size"].as<int64_t>();
   eo.flip = !v["no-flip"].as<bool>();
   json::Value metrics = json::Value::object();
+  // A broken pack is named and skipped: the others are still evaluated and written (exit code 3).
+  std::vector<std::string> broken;  // one line each: the error, naming the pack
   for (const auto& path : bins) {
-    const formats::BinPack pack = formats::read_bin(path);
-    const eval::PackEmbeddings emb = eval::embed_pack(*recognizer, pack, eo);
-    const eval::VerificationResult r = eval::evaluate_embeddings(emb.raw, emb.raw_flip, pack.issame);
+    formats::BinPack pack;
+    eval::VerificationResult r;
+    try {
+      pack = formats::read_bin(path);
+      const eval::PackEmbeddings emb = eval::embed_pack(*recognizer, pack, eo);
+      r = eval::evaluate_embeddings(emb.raw, emb.raw_flip, pack.issame);
+    } catch (const std::exception& e) {
+      const std::string what = e.what();
+      const std::string line = what.substr(0, what.find('\n'));
+      broken.push_back(line.find(path) == std::string::npos ? path + ": " + line : line);
+      continue;
+    }
     const std::string stem = fs::path(path).stem().string();
     std::printf("[%s] XNorm: %f\n[%s] Accuracy-%s: %1.5f+-%1.5f\n", stem.c_str(), r.xnorm, stem.c_str(),
                 eo.flip ? "Flip" : "NoFlip", r.accuracy, r.std);
@@ -83,8 +99,10 @@ int eval_verify(const std::vector<std::string>& args) {
     std::printf("[%s] best thresholds per fold: %s\n", stem.c_str(), th.c_str());
     metrics.set(stem, eval::verification_metrics(r, eo.flip, pack.num_pairs()).to_json());
   }
+  if (broken.size() == bins.size()) fail(broken.front());
   write_metrics(v["out"].as<std::string>(), metrics, "idsynth eval verify");
-  return kExitOk;
+  for (const auto& line : broken) std::cerr << "idsynth eval verify: error: " << line << "\n";
+  return broken.empty() ? kExitOk : kExitPartial;
 }
 
 int eval_fid(const std::vector<std::string>& args) {
@@ -229,6 +247,95 @@ int eval_idsim(const std::vector<std::string>& args) {
   return r.failed.empty() ? kExitOk : kExitPartial;
 }
 
+int eval_audit(const std::vector<std::string>& args) {
+  eval::AuditOptions o;
+  po::options_description opts("options");
+  SharedOptions shared;
+  shared.recognizer(/*required=*/true).device("the recogniser and the nearest-centre search");
+  opts.add_options()("dataset", po::value<std::string>()->required(), "the idsynth dataset folder to audit (HDF5 shards)")(
+      "gallery", po::value<std::string>()->required(),
+      "real people: a folder with one subfolder of face images per identity, an insightface RecordIO folder "
+      "(train.rec + train.idx), an idsynth dataset, or precomputed identity centres [N, D] (safetensors, .npy, torch)")(
+      "gallery-name", po::value<std::string>()->default_value(""), "name of the gallery in the report (default: its path)")(
+      "threshold", po::value<double>(),
+      "flag a synthetic identity whose nearest real centre is above this cosine (default: the gallery's --percentile "
+      "of nearest-negative cosines, VIGFace's criterion)")(
+      "percentile", po::value<double>(&o.percentile)->default_value(o.percentile),
+      "percentile of the gallery's nearest-negative cosines used as the default threshold")(
+      "synthetic", po::value<std::string>(&o.synthetic)->default_value(o.synthetic),
+      "synthetic centres from: images (the stored images embedded by the recogniser), vectors (the identity vectors "
+      "stored in the shards; only meaningful with a gallery embedded by the generator's recogniser) or auto (images "
+      "when the shards store them)")(
+      "align", po::value<std::string>(&o.align)->default_value(o.align),
+      "fixed: images are aligned crops (a dataset's stored aligned crop when there is one); detect: SCRFD (--detector), "
+      "largest face, ArcFace alignment")(
+      "detector", po::value<std::string>()->default_value(""), "SCRFD ONNX detector for --align detect")(
+      "batch-size", po::value<int64_t>(&o.batch_size)->default_value(o.batch_size), "images per recogniser call")(
+      "bins", po::value<int64_t>(&o.bins)->default_value(o.bins), "histogram bins over [-1, 1]")(
+      "duplicate-cosine", po::value<double>(&o.duplicate_cosine)->default_value(o.duplicate_cosine),
+      "two images of one identity above this cosine are near-duplicates")(
+      "show-flagged", po::value<int64_t>(&o.show_flagged)->default_value(o.show_flagged),
+      "flagged identities shown with their faces in the report (0..200)")(
+      "save-gallery", po::value<std::string>()->default_value(""),
+      "also write the gallery's identity centres to this safetensors file (tensor \"centres\"), to pass as --gallery later")(
+      "out", po::value<std::string>()->default_value(""), "folder for metrics.json (entry \"audit\"), report.html, summary.md");
+  auto parsed = parse_args("eval audit", "--dataset DIR --recognizer M --gallery G [--gallery-name NAME] [--threshold X] [--out DIR]",
+                           "Audit of a synthetic dataset against real people: identity centres (mean of L2-normalised\n"
+                           "embeddings) on both sides, each synthetic identity's nearest real identity, the gallery's own\n"
+                           "nearest-negative cosines, the identities above the threshold (with each of their images' nearest\n"
+                           "real identity); and the dataset's intra-class spread, inter-class separation and near-duplicates.\n"
+                           "The search is exact, in blocks on --device.",
+                           opts, args, nullptr, &shared);
+  if (parsed.help) return kExitOk;
+  const auto& v = parsed.vars;
+  if (v.count("threshold")) o.threshold = v["threshold"].as<double>();
+  o.device = shared.device_value();
+  o.check();
+  const std::string dir = v["dataset"].as<std::string>(), gallery_path = v["gallery"].as<std::string>();
+  const std::string det = v["detector"].as<std::string>();
+  IDSYNTH_CHECK(o.align == "detect" || det.empty(), "eval audit: --detector is only used with --align detect");
+  IDSYNTH_CHECK(o.align != "detect" || !det.empty(), "eval audit: --align detect: expected --detector (SCRFD ONNX file)");
+  // 1. models: the front end of `idsynth embed`
+  const c10::Device device = shared.device_value();
+  std::shared_ptr<const recognition::Recognizer> recognizer = recognition::load_recognizer(shared.recognizer_path(), device);
+  std::shared_ptr<const recognition::ScrfdDetector> detector;
+  if (!det.empty()) detector = std::make_shared<const recognition::ScrfdDetector>(det, device, recognition::ScrfdConfig{});
+  const recognition::FaceEmbedder embedder(recognizer, detector);
+  // 2. both sides (a gallery that is an idsynth dataset needs its shard count, which the dataset room knows)
+  const int64_t n_shards = dataset::dataset_shard_count(dir);
+  const eval::GalleryKind kind = eval::gallery_kind(gallery_path);
+  const eval::Gallery gallery = eval::read_gallery(
+      embedder, gallery_path, kind == eval::GalleryKind::dataset ? dataset::dataset_shard_count(gallery_path) : 0, o);
+  if (!v["save-gallery"].as<std::string>().empty()) {
+    save_safetensors(v["save-gallery"].as<std::string>(), {{"centres", gallery.centres.vectors}},
+                     {{"source", gallery_path}, {"recognizer", shared.recognizer_path()}});
+    LOG_INF("wrote ", v["save-gallery"].as<std::string>(), " (", gallery.centres.label.size(), " identity centres)");
+  }
+  const eval::SyntheticSet synthetic = eval::read_synthetic(embedder, dir, n_shards, o);
+  // 3. the audit
+  eval::AuditMetrics m = eval::audit(gallery, synthetic, o, v["gallery-name"].as<std::string>());
+  m.model = shared.recognizer_path();
+  m.dataset = dir;
+  std::printf("audit: %lld of %lld synthetic identities flagged (nearest real cosine above %.4f, %s); nearest real: mean "
+              "%.4f max %.4f; gallery %lld identities, nearest negative p99 %.4f\n",
+              static_cast<long long>(m.flagged_count), static_cast<long long>(m.identities), m.threshold,
+              m.threshold_rule.c_str(), m.nearest_real.mean, m.nearest_real.max, static_cast<long long>(m.gallery_identities),
+              m.gallery_nearest_negative.p99);
+  for (const auto& f : m.flagged)
+    std::printf("flagged: identity %lld ~ %s (cosine %.4f)\n", static_cast<long long>(f.identity), f.nearest.c_str(), f.cosine);
+  if (m.inter_class)
+    std::printf("quality: inter-class nearest synthetic centre mean %.4f max %.4f\n", m.inter_class->mean, m.inter_class->max);
+  if (m.intra_class)
+    std::printf("quality: intra-class cosine to centre mean %.4f std %.4f min %.4f; near-duplicate pairs (cosine > %.2f): "
+                "%lld in %lld identities\n",
+                m.intra_class->mean, m.intra_class->std, m.intra_class->min, o.duplicate_cosine,
+                static_cast<long long>(m.duplicate_pairs.value_or(0)), static_cast<long long>(m.duplicate_identities.value_or(0)));
+  json::Value metrics = json::Value::object();
+  metrics.set(eval::AuditMetrics::kEntry, m.to_json());
+  write_metrics(v["out"].as<std::string>(), metrics, "idsynth eval audit");
+  return kExitOk;
+}
+
 int eval_report(const std::vector<std::string>& args) {
   po::options_description opts("options");
   opts.add_options()("run", po::value<std::vector<std::string>>()->multitoken()->required(),
@@ -265,7 +372,7 @@ int eval_report(const std::vector<std::string>& args) {
 
 int cmd_eval(const std::vector<std::string>& args) {
   const std::string usage =
-      "usage: idsynth eval <verify|idsim|fid|lpips|report> [options]   ('idsynth eval <sub> --help' for each)\n";
+      "usage: idsynth eval <verify|idsim|fid|lpips|audit|report> [options]   ('idsynth eval <sub> --help' for each)\n";
   if (args.empty() || args[0] == "--help" || args[0] == "-h") {
     std::cout << usage;
     return args.empty() ? kExitUsage : kExitOk;
@@ -275,8 +382,9 @@ int cmd_eval(const std::vector<std::string>& args) {
   if (args[0] == "fid") return eval_fid(rest);
   if (args[0] == "lpips") return eval_lpips(rest);
   if (args[0] == "idsim") return eval_idsim(rest);
+  if (args[0] == "audit") return eval_audit(rest);
   if (args[0] == "report") return eval_report(rest);
-  std::cerr << "idsynth eval: unknown subcommand '" << args[0] << "': expected one of verify, idsim, fid, lpips, report\n"
+  std::cerr << "idsynth eval: unknown subcommand '" << args[0] << "': expected one of verify, idsim, fid, lpips, audit, report\n"
             << usage;
   return kExitUsage;
 }

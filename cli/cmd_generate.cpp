@@ -1,4 +1,5 @@
 // idsynth generate: a YAML config -> a face-recognition training set (HDF5 shards + manifest).
+#include <csignal>
 #include <cstdlib>
 #include <iostream>
 
@@ -44,7 +45,9 @@ int cmd_generate(const std::vector<std::string>& args) {
                            "Samples the identities once, then draws images_per_identity faces for each, filters them by\n"
                            "ID consistency and writes HDF5 shards atomically into output.dir (docs/formats.md). Rerunning\n"
                            "the same command resumes: finished shards are skipped, and the result is byte-identical to an\n"
-                           "uninterrupted run. Exit code 3: this task's shards are not all finished (--max-shards).",
+                           "uninterrupted run. Exit code 3: this task's shards are not all finished (--max-shards). SIGTERM or\n"
+                           "SIGINT stops within one UNet batch, keeping finished shards: exit code 130. A second run on\n"
+                           "the same task refuses while the first holds output.dir/generate-task-K-of-N.lock.",
                            opts, args);
   if (parsed.help) return kExitOk;
   std::vector<std::string> overrides;
@@ -56,10 +59,16 @@ int cmd_generate(const std::vector<std::string>& args) {
     return kExitOk;
   }
   o.progress = !no_progress;
+  o.handle_signals = true;
   LOG_INF("generate: config ", config_path, " -> ", cfg.output.dir);
   const auto summary = dataset::generate_dataset(cfg, o);
   std::cout << dataset::describe(summary);
   const bool task_done = summary.shards_skipped + summary.shards_generated == summary.shards_of_task;
+  if (summary.interrupted != 0 && !task_done) {
+    std::cerr << "idsynth generate: stopped by " << (summary.interrupted == SIGTERM ? "SIGTERM" : "SIGINT")
+              << ": finished shards are saved; rerun the same command to resume\n";
+    return kExitInterrupted;
+  }
   return task_done ? kExitOk : kExitPartial;
 }
 

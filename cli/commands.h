@@ -7,12 +7,14 @@
 
 namespace idsynth::cli {
 
-// Exit codes (docs/cli.md): 0 success; 1 bad input or a failed run (idsynth::Error, one line);
-// 2 bad command line; 3 finished, but some items failed (listed); 130 interrupted.
+// Exit codes (docs/cli.md, docs/reliability.md): 0 success; 1 bad input or a failed run
+// (idsynth::Error, one line); 2 bad command line; 3 finished, but some items failed or are left
+// (listed); 130 stopped by SIGTERM or SIGINT after saving what was finished (rerun resumes).
 constexpr int kExitOk = 0;
 constexpr int kExitError = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitPartial = 3;
+constexpr int kExitInterrupted = 130;
 
 // args excludes the program and command names.
 using CommandFn = int (*)(const std::vector<std::string>& args);

@@ -27,7 +27,7 @@ const std::vector<Command>& commands() {
       {"merge", "verify a dataset's shards (size, sha256), report gaps, rebuild manifest.json", cmd_merge},
       {"export", "dataset -> insightface RecordIO (train.rec/.idx, property) or a folder per identity", cmd_export},
       {"inspect", "dataset counts, per-identity cosine statistics, a contact sheet", cmd_inspect},
-      {"eval", "evaluate: verification on .bin packs, ID similarity, FID, LPIPS diversity; reports comparing runs", cmd_eval},
+      {"eval", "evaluate: verification on .bin packs, ID similarity, FID, LPIPS diversity, audit against real people; reports comparing runs", cmd_eval},
       {"train", "train an IResNet face recogniser (ArcFace/CosFace/AdaFace) on shards or RecordIO", cmd_train},
   };
   return table;
@@ -54,7 +54,8 @@ void print_usage(std::ostream& os, const po::options_description& global) {
     os << "  " << name << " " << c.summary << "\n";
   }
   os << "\n" << global
-     << "\n'idsynth <command> --help' describes each command. Exit codes: 0 ok, 1 error, 2 usage, 3 partial.\n";
+     << "\n'idsynth <command> --help' describes each command. Exit codes: 0 ok, 1 error, 2 usage, 3 partial,\n"
+     << "130 stopped by SIGTERM/SIGINT (finished work saved; rerun resumes).\n";
 }
 
 }  // namespace

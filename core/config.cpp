@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <ios>
 #include <set>
 #include <sstream>
 
@@ -25,6 +27,13 @@ std::string describe(const YAML::Node& n) {
   if (n.IsSequence()) return "a list";
   if (n.IsMap()) return "a mapping";
   return "?";
+}
+
+// A mapping key as text. YAML allows lists and mappings as keys (`? [a, b]: 1`, `{[1]: x}`); a
+// config never uses them, and yaml-cpp would throw a bare conversion error for them.
+std::string key_text(const YAML::Node& key, const std::string& source) {
+  IDSYNTH_CHECK(key.IsScalar(), source, ": expected a plain key (a name), found ", describe(key), " as a key");
+  return key.Scalar();
 }
 
 class Reader final : public Visitor {
@@ -94,7 +103,7 @@ class Reader final : public Visitor {
   void check_unknown(const YAML::Node& n, std::vector<std::string>& path) {
     if (!n.IsMap()) return;
     for (const auto& kv : n) {
-      const std::string key = kv.first.as<std::string>();
+      const std::string key = key_text(kv.first, source_);
       const std::string full = join_path(path, key.c_str());
       if (seen_.count(full) == 0) {
         std::string known;
@@ -215,6 +224,10 @@ class Writer final : public Visitor {
 }  // namespace
 
 YAML::Node parse_yaml_file(const std::string& path) {
+  // A directory (`include: ""` names the including file's folder) opens as a stream on Linux and
+  // fails on the first read with std::ios_base::failure, which would end the program.
+  std::error_code ec;
+  IDSYNTH_CHECK(!std::filesystem::is_directory(path, ec), path, ": expected a config file, found a directory");
   try {
     YAML::Node root = YAML::LoadFile(path);
     if (root.IsNull()) return YAML::Node(YAML::NodeType::Map);
@@ -222,17 +235,22 @@ YAML::Node parse_yaml_file(const std::string& path) {
     return root;
   } catch (const YAML::BadFile&) {
     fail(path, ": cannot open config file");
+  } catch (const std::ios_base::failure& e) {
+    fail(path, ": cannot read config file (", e.what(), ")");
   } catch (const YAML::ParserException& e) {
     fail(path, ": YAML syntax error at line ", e.mark.line + 1, ", column ", e.mark.column + 1, ": ", e.msg);
+  } catch (const YAML::Exception& e) {
+    // Not only syntax errors: e.g. yaml-cpp's own limits, which end the program if they escape.
+    fail(path, ": YAML error at line ", e.mark.line + 1, ", column ", e.mark.column + 1, ": ", e.msg);
   }
 }
 
 // `over` laid on `base`: mappings merge key by key, anything else replaces. Both are fresh trees.
-YAML::Node merge_yaml(YAML::Node base, const YAML::Node& over) {
+YAML::Node merge_yaml(YAML::Node base, const YAML::Node& over, const std::string& source) {
   if (!base.IsMap() || !over.IsMap()) return YAML::Clone(over);
   for (const auto& kv : over) {
-    const std::string key = kv.first.as<std::string>();
-    base[key] = base[key].IsDefined() ? merge_yaml(base[key], kv.second) : YAML::Clone(kv.second);
+    const std::string key = key_text(kv.first, source);
+    base[key] = base[key].IsDefined() ? merge_yaml(base[key], kv.second, source) : YAML::Clone(kv.second);
   }
   return base;
 }
@@ -256,11 +274,12 @@ YAML::Node load_with_includes(const std::string& path, std::vector<std::string>&
       }
     else fail(path, ": include: expected a file name or a list of file names, found ", describe(inc));
     const std::string dir = path.find('/') == std::string::npos ? "" : path.substr(0, path.rfind('/') + 1);
-    for (const auto& f : files) merged = merge_yaml(merged, load_with_includes(f.rfind('/', 0) == 0 ? f : dir + f, chain));
+    for (const auto& f : files)
+      merged = merge_yaml(merged, load_with_includes(f.rfind('/', 0) == 0 ? f : dir + f, chain), path);
     own.remove("include");
   }
   chain.pop_back();
-  return merge_yaml(merged, own);
+  return merge_yaml(merged, own, path);
 }
 
 YAML::Node load_yaml_file(const std::string& path) {
@@ -276,7 +295,7 @@ void apply_override(YAML::Node& root, const std::string& assignment) {
   YAML::Node value;
   try {
     value = YAML::Load(text);  // "30", "[cuda:0, cuda:1]", "true"
-  } catch (const YAML::ParserException& e) {
+  } catch (const YAML::Exception& e) {
     fail("--set ", assignment, ": cannot parse the value (", e.msg, ")");
   }
   if (!root.IsDefined() || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);

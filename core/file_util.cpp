@@ -39,27 +39,37 @@ uint64_t file_size(const std::string& path) {
 }
 
 void write_file_atomic(const std::string& path, const std::string& bytes) {
-  std::string tmp = cat(path, ".tmp.", ::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  IDSYNTH_CHECK(fd >= 0, tmp, ": cannot create (", std::strerror(errno), ")");
+  // Every failure (a read-only folder, a full disk, a file size limit: EROFS, ENOSPC, EDQUOT,
+  // EFBIG) names the final path and removes the temporary: a partial file never stays behind and
+  // the previous file under `path`, if any, is untouched.
+  const std::string tmp = cat(path, ".tmp.", ::getpid());
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    const int err = errno;
+    fail(path, ": cannot create the temporary file ", tmp, " (", std::strerror(err), ")");
+  }
+  auto give_up = [&](int err, const char* what) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    fail(path, ": ", what, " failed (", std::strerror(err), "); nothing written, the temporary file was removed");
+  };
   size_t done = 0;
   while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail(tmp, ": write failed (", std::strerror(err), ")");
-    }
+    if (n < 0) give_up(errno, "write");
     done += static_cast<size_t>(n);
   }
-  bool synced = ::fsync(fd) == 0;
-  ::close(fd);
-  if (!synced || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
+  if (::fsync(fd) != 0) give_up(errno, "fsync");
+  if (::close(fd) != 0) {
+    const int err = errno;
     ::unlink(tmp.c_str());
-    fail(path, ": cannot finish atomic write (", std::strerror(err), ")");
+    fail(path, ": close failed (", std::strerror(err), "); nothing written, the temporary file was removed");
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    fail(path, ": cannot rename ", tmp, " over it (", std::strerror(err), "); the temporary file was removed");
   }
 }
 

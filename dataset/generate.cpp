@@ -8,11 +8,13 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <csignal>
 #include <exception>
 #include <filesystem>
 #include <limits>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include <unistd.h>
@@ -111,6 +113,52 @@ at::Tensor identities_from_file(const GenerateConfig& cfg) {
   return t.narrow(0, 0, cfg.identities.count).contiguous();
 }
 
+// ---- SIGTERM / SIGINT ---------------------------------------------------------------------
+
+// The signal that asked the run to stop (0: none). Set by the handler, read by the workers.
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop_signal != 0) {
+    // A second signal: end now, as SIGKILL would (finished shards are safe, the rest resumes).
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+    return;
+  }
+  g_stop_signal = sig;
+}
+
+int stop_signal() { return static_cast<int>(g_stop_signal); }
+
+// Installs the handlers for the scope of generate_dataset and restores the previous ones.
+class StopSignals {
+ public:
+  explicit StopSignals(bool install) : installed_(install) {
+    g_stop_signal = 0;
+    if (!installed_) return;
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, &old_term_);
+    sigaction(SIGINT, &sa, &old_int_);
+  }
+  ~StopSignals() {
+    if (!installed_) return;
+    sigaction(SIGTERM, &old_term_, nullptr);
+    sigaction(SIGINT, &old_int_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+ private:
+  bool installed_;
+  struct sigaction old_term_ {}, old_int_ {};
+};
+
+// Thrown inside a worker when a stop signal arrived: the shard being generated is dropped.
+struct Interrupted {};
+
 // ---- one shard ----------------------------------------------------------------------------
 
 struct SlotState {
@@ -157,7 +205,7 @@ class Worker {
     tbb::task_group writer;
     bool writing = false;
     try {
-      while (!s_.stop) {
+      while (!s_.stop && stop_signal() == 0) {
         const size_t i = s_.next.fetch_add(1);
         if (i >= s_.queue.size()) break;
         formats::ShardData data = generate_shard(s_.queue[i]);
@@ -172,6 +220,15 @@ class Worker {
       }
       stats_.seconds = seconds_since(t0);
       if (writing) writer.wait();
+    } catch (const Interrupted&) {
+      // The shard being generated is dropped; the one being written is finished, with its record.
+      stats_.seconds = seconds_since(t0);
+      s_.stop = true;
+      try {
+        writer.wait();
+      } catch (...) {
+        s_.fail(std::current_exception());
+      }
     } catch (...) {
       try {
         writer.wait();
@@ -208,6 +265,7 @@ class Worker {
     for (int64_t attempt = 0; attempt < cfg.filter.max_attempts && !pending.empty(); ++attempt) {
       for (const auto& [begin, end] : batch_ranges(pending.size(), cfg.generation.batch_size)) {
         if (s_.failed) throw Error("generation stopped: another worker failed");
+        if (stop_signal() != 0) throw Interrupted{};
         std::vector<size_t> batch(pending.begin() + static_cast<std::ptrdiff_t>(begin),
                                   pending.begin() + static_cast<std::ptrdiff_t>(end));
         std::vector<at::Tensor> latents;
@@ -422,6 +480,7 @@ at::Tensor load_or_make_identities(const GenerateConfig& cfg, std::string* repor
 
 GenerateSummary generate_dataset(const GenerateConfig& cfg, const GenerateOptions& options) {
   GenerateSummary summary;
+  const StopSignals signals(options.handle_signals);
   const auto t_load = std::chrono::steady_clock::now();
   // 1. Everything that can be wrong is checked before any output is written.
   check_files(cfg);
@@ -443,6 +502,10 @@ GenerateSummary generate_dataset(const GenerateConfig& cfg, const GenerateOption
   const std::vector<c10::Device> devices = resolve_devices(cfg.generation.devices, "generation.devices");
   const c10::ScalarType dtype = parse_dtype(cfg.generation.dtype, "generation.dtype");
   check_existing_dataset(cfg);
+  // One process per task: a second run on the same task (a double submit) refuses before it loads
+  // any model when the folder exists, or once it has created it (step 2).
+  std::optional<formats::TaskLock> lock;
+  if (is_directory(cfg.output.dir)) lock.emplace(cfg.output.dir, options.task_index, options.task_count);
   const auto all_shards = plan_shards(cfg.identities.count, cfg.output.identities_per_shard);
   const auto task_shards = shards_for_task(all_shards, options.task_index, options.task_count);
   summary.shards_total = static_cast<int64_t>(all_shards.size());
@@ -490,7 +553,15 @@ GenerateSummary generate_dataset(const GenerateConfig& cfg, const GenerateOption
   }
 
   // 2. Output folder, resolved config, identities (once per dataset), model hashes.
-  fs::create_directories(formats::shards_dir(cfg.output.dir));
+  {
+    std::error_code ec;
+    fs::create_directories(formats::shards_dir(cfg.output.dir), ec);
+    IDSYNTH_CHECK(!ec, formats::shards_dir(cfg.output.dir), ": output.dir: cannot create the folder (", ec.message(), ")");
+  }
+  if (!lock) lock.emplace(cfg.output.dir, options.task_index, options.task_count);
+  if (!lock->stale_holder().empty())
+    LOG_WRN(lock->path(), ": left by a run that ended without releasing it (", lock->stale_holder(),
+            ", killed or crashed); taking it over");
   config::write_resolved(cfg, (fs::path(cfg.output.dir) / "config.resolved.yaml").string());
   LOG_INF("generate config:\n", config::to_yaml(cfg));
   std::string id_report;
@@ -528,6 +599,8 @@ GenerateSummary generate_dataset(const GenerateConfig& cfg, const GenerateOption
     if (shared.error) std::rethrow_exception(shared.error);
   }
   summary.seconds = seconds_since(t0);
+  // A signal that came after this task's last shard interrupted nothing.
+  if (summary.shards_skipped + summary.shards_generated < summary.shards_of_task) summary.interrupted = stop_signal();
 
   // 4. The manifest, rebuilt from every record on disk (other array tasks' included).
   summary.shards_finished = formats::rebuild_manifest(cfg.output.dir, summary.shards_total);
@@ -558,6 +631,9 @@ std::string describe(const GenerateSummary& s) {
   for (const auto& w : s.workers)
     out += cat("  worker ", w.device, ": ", w.shards, " shards, ", w.draws, " images drawn, UNet ",
                Progress::format_duration(w.unet_seconds), " of ", Progress::format_duration(w.seconds), "\n");
+  if (s.interrupted != 0)
+    out += cat("interrupted by ", s.interrupted == SIGTERM ? "SIGTERM" : s.interrupted == SIGINT ? "SIGINT" : "a signal",
+               ": the shard in flight was dropped, finished shards and their records are kept\n");
   out += cat("dataset: ", s.shards_finished, " of ", s.shards_total, " shards finished",
              s.complete() ? "" : " (rerun the same command, or the other array tasks, to finish)", "; ", s.short_identities,
              " short identities in this task's shards\n");

@@ -24,6 +24,12 @@ struct GenerateOptions {
   // Stop taking new shards after this many were written by this process (0: no limit). Used by
   // tests and benchmarks to stop a run part-way; an interrupted run looks the same on disk.
   int64_t max_shards = 0;
+  // SIGTERM / SIGINT (Slurm preemption, Ctrl-C) stop the run within one UNet batch: the shard being
+  // generated is dropped (a rerun redraws the same images), a shard already being written is
+  // finished with its record, the manifest is rebuilt and GenerateSummary::interrupted is set. A
+  // second signal ends the process at once, as SIGKILL would (resume is safe either way). The
+  // previous handlers are restored on return. The CLI sets this; library callers keep their own.
+  bool handle_signals = false;
 };
 
 struct WorkerStats {
@@ -51,6 +57,7 @@ struct GenerateSummary {
   double seconds = 0.0;       // generation wall time (after loading)
   double load_seconds = 0.0;  // models, identities, hashes
   std::vector<WorkerStats> workers;
+  int interrupted = 0;  // the signal (SIGTERM, SIGINT) that stopped the run early; 0: not interrupted
   bool complete() const { return shards_finished == shards_total; }
   // The share of the workers' time spent in the pipeline (1 = the UNet never waited).
   double unet_busy() const;

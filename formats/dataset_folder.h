@@ -80,6 +80,30 @@ struct VerifyReport {
 VerifyReport verify_dataset(const std::string& out_dir, int64_t n_shards, bool repair);
 std::string describe(const VerifyReport& report);
 
+// An exclusive lock on one task of a dataset folder, so that a second `idsynth generate` on the same
+// task (a double submit) refuses instead of doing the same work twice: <dir>/generate-task-K-of-N.lock,
+// locked with flock(2) and holding the holder's "host=H" and "pid=P". The kernel drops the lock when
+// its process dies, so a crash or SIGKILL leaves no lock, only the text, which the next run reports
+// (stale_holder) and replaces. On file systems without flock the text decides: a lock whose pid is
+// not running on this host is stale; one from another host is refused with the file named.
+// Throws idsynth::Error naming the file and the holder. The destructor removes the file.
+class TaskLock {
+ public:
+  TaskLock(const std::string& out_dir, int64_t task_index, int64_t task_count);
+  ~TaskLock();
+  TaskLock(const TaskLock&) = delete;
+  TaskLock& operator=(const TaskLock&) = delete;
+  const std::string& path() const { return path_; }
+  // "host H, pid P" of a run that died holding the lock ("" when there was none).
+  const std::string& stale_holder() const { return stale_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  std::string stale_;
+};
+std::string task_lock_path(const std::string& out_dir, int64_t task_index, int64_t task_count);
+
 struct ShardData;
 // Calls `visit` with every finished shard of the dataset in `dir` (of `n_shards`), in shard order.
 // Throws when a shard is missing or its size differs from its record and `require_complete`.

@@ -225,8 +225,20 @@ TensorDict read_npz(const std::string& path) {
     IDSYNTH_CHECK(st.size <= kMaxMemberBytes, path, ": ", name, ": member of ", st.size, " bytes is too large");
     zip_file_t* zf = zip_fopen_index(za, static_cast<zip_uint64_t>(i), 0);
     IDSYNTH_CHECK(zf != nullptr, path, ": ", name, ": cannot open member: ", zip_strerror(za));
-    std::string bytes(static_cast<size_t>(st.size), '\0');
-    const zip_int64_t got = bytes.empty() ? 0 : zip_fread(zf, bytes.data(), st.size);
+    // Read in chunks: the member's size in the zip header is not trusted for one allocation (a
+    // 100-byte archive may claim 4 GiB); the buffer grows with the bytes that actually arrive.
+    std::string bytes;
+    zip_int64_t got = 0;
+    while (static_cast<zip_uint64_t>(got) < st.size) {
+      const zip_uint64_t chunk = std::min<zip_uint64_t>(st.size - static_cast<zip_uint64_t>(got), zip_uint64_t{1} << 20);
+      bytes.resize(static_cast<size_t>(got) + static_cast<size_t>(chunk));
+      const zip_int64_t r = zip_fread(zf, bytes.data() + got, chunk);
+      if (r <= 0) {
+        if (r < 0) got = -1;
+        break;
+      }
+      got += r;
+    }
     const std::string read_error = got < 0 ? zip_file_strerror(zf) : "";
     zip_fclose(zf);
     IDSYNTH_CHECK(got == static_cast<zip_int64_t>(st.size), path, ": ", name, ": expected ", st.size,

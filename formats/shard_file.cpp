@@ -5,10 +5,13 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 
 #include "core/check.h"
+#include "core/file_util.h"
 
 namespace idsynth::formats {
 namespace {
@@ -97,6 +100,27 @@ void fsync_path(const std::string& path, bool directory) {
   IDSYNTH_CHECK(rc == 0 || directory, path, ": fsync failed");
 }
 
+// The in-memory HDF5 file of write_shard is taken when the library frees it at close, after the
+// close has written the final superblock (H5Fget_file_image before the close would give the image
+// with its status flags cleared but the superblock checksum not recomputed). Set under hdf5_mutex.
+struct ImageCapture {
+  std::string* out = nullptr;
+  size_t size = 0;  // the file's end of allocation (H5Fget_file_image's size)
+};
+ImageCapture g_capture;
+
+void* image_malloc(size_t size, H5FD_file_image_op_t, void*) { return std::malloc(size); }
+void* image_memcpy(void* dest, const void* src, size_t size, H5FD_file_image_op_t, void*) {
+  return std::memcpy(dest, src, size);
+}
+void* image_realloc(void* ptr, size_t size, H5FD_file_image_op_t, void*) { return std::realloc(ptr, size); }
+herr_t image_free(void* ptr, H5FD_file_image_op_t op, void*) {
+  if (op == H5FD_FILE_IMAGE_OP_FILE_CLOSE && g_capture.out != nullptr && ptr != nullptr)
+    g_capture.out->assign(static_cast<const char*>(ptr), g_capture.size);
+  std::free(ptr);
+  return 0;
+}
+
 // ---- reading --------------------------------------------------------------------------------
 
 bool has_link(hid_t file_id, const char* name) { return H5Lexists(file_id, name, H5P_DEFAULT) > 0; }
@@ -166,44 +190,65 @@ void write_shard(const std::string& path, const ShardData& d) {
                     (!d.has_images || d.images.size() == n) && (!d.has_aligned || d.aligned.size() == n) &&
                     d.identity_vectors.size() == k * static_cast<size_t>(d.dim),
                 path, ": shard ", d.shard_index, ": inconsistent array lengths");
-  const std::string tmp = cat(path, ".tmp.", ::getpid());
+  // The file is built in memory (HDF5's core driver, no backing store) and written to disk by
+  // write_file_atomic below. HDF5 never touches the disk, so a full disk or a file size limit is a
+  // plain write error here (naming the path, the temporary removed) and never an HDF5 file that
+  // fails to close, which the library then tries to close again at exit and crashes (SIGSEGV).
+  // The bytes are those the sec2 driver writes.
+  std::string image;
   {
     std::lock_guard<std::mutex> lock(hdf5_mutex());
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
     // A fixed format version (1.8 object headers) and no timestamps: the same data gives the same bytes.
-    Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, "file access list", tmp);
-    check_status(H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18), tmp, "libver bounds");
-    Handle fcpl(H5Pcreate(H5P_FILE_CREATE), H5Pclose, "file creation list", tmp);
-    check_status(H5Pset_obj_track_times(fcpl, false), tmp, "track times (root group)");
-    Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "dataset creation list", tmp);
-    check_status(H5Pset_obj_track_times(dcpl, false), tmp, "track times");
-    Handle file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, fcpl, fapl), H5Fclose, "creating the file", tmp);
+    Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose, "file access list", path);
+    check_status(H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18), path, "libver bounds");
+    check_status(H5Pset_fapl_core(fapl, 4 << 20, /*backing_store=*/false), path, "in-memory file driver");
+    H5FD_file_image_callbacks_t callbacks = {image_malloc, image_memcpy, image_realloc, image_free, nullptr, nullptr, nullptr};
+    check_status(H5Pset_file_image_callbacks(fapl, &callbacks), path, "file image callbacks");
+    Handle fcpl(H5Pcreate(H5P_FILE_CREATE), H5Pclose, "file creation list", path);
+    check_status(H5Pset_obj_track_times(fcpl, false), path, "track times (root group)");
+    Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose, "dataset creation list", path);
+    check_status(H5Pset_obj_track_times(dcpl, false), path, "track times");
+    ssize_t size = 0;
+    {
+      Handle file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl, fapl), H5Fclose, "creating the file in memory", path);
 
-    write_string_attr(file, "format", "idsynth-shard", tmp);
-    write_int_attr(file, "format_version", kShardFormatVersion, tmp);
-    write_int_attr(file, "shard_index", d.shard_index, tmp);
-    write_string_attr(file, "config", d.config, tmp);
-    write_string_attr(file, "model_files", d.model_files, tmp);
+      write_string_attr(file, "format", "idsynth-shard", path);
+      write_int_attr(file, "format_version", kShardFormatVersion, path);
+      write_int_attr(file, "shard_index", d.shard_index, path);
+      write_string_attr(file, "config", d.config, path);
+      write_string_attr(file, "model_files", d.model_files, path);
 
-    write_array(file, dcpl, "identity_index", H5T_STD_I64LE, H5T_NATIVE_INT64, d.identity_index, {k}, tmp);
-    write_array(file, dcpl, "identity_vectors", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, d.identity_vectors,
-                {k, static_cast<hsize_t>(d.dim)}, tmp);
-    write_array(file, dcpl, "short_identities", H5T_STD_I64LE, H5T_NATIVE_INT64, d.short_identities,
-                {d.short_identities.size()}, tmp);
-    write_array(file, dcpl, "labels", H5T_STD_I64LE, H5T_NATIVE_INT64, d.labels, {n}, tmp);
-    write_array(file, dcpl, "image_index", H5T_STD_I32LE, H5T_NATIVE_INT32, d.image_index, {n}, tmp);
-    write_array(file, dcpl, "attempt", H5T_STD_I32LE, H5T_NATIVE_INT32, d.attempt, {n}, tmp);
-    write_array(file, dcpl, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, d.seed, {n}, tmp);
-    write_array(file, dcpl, "similarity", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, d.similarity, {n}, tmp);
-    if (d.has_images) write_bytes_array(file, dcpl, "images", d.images, tmp);
-    if (d.has_aligned) write_bytes_array(file, dcpl, "aligned", d.aligned, tmp);
-    check_status(H5Fflush(file, H5F_SCOPE_GLOBAL), tmp, "flush");
+      write_array(file, dcpl, "identity_index", H5T_STD_I64LE, H5T_NATIVE_INT64, d.identity_index, {k}, path);
+      write_array(file, dcpl, "identity_vectors", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, d.identity_vectors,
+                  {k, static_cast<hsize_t>(d.dim)}, path);
+      write_array(file, dcpl, "short_identities", H5T_STD_I64LE, H5T_NATIVE_INT64, d.short_identities,
+                  {d.short_identities.size()}, path);
+      write_array(file, dcpl, "labels", H5T_STD_I64LE, H5T_NATIVE_INT64, d.labels, {n}, path);
+      write_array(file, dcpl, "image_index", H5T_STD_I32LE, H5T_NATIVE_INT32, d.image_index, {n}, path);
+      write_array(file, dcpl, "attempt", H5T_STD_I32LE, H5T_NATIVE_INT32, d.attempt, {n}, path);
+      write_array(file, dcpl, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, d.seed, {n}, path);
+      write_array(file, dcpl, "similarity", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, d.similarity, {n}, path);
+      if (d.has_images) write_bytes_array(file, dcpl, "images", d.images, path);
+      if (d.has_aligned) write_bytes_array(file, dcpl, "aligned", d.aligned, path);
+      check_status(H5Fflush(file, H5F_SCOPE_GLOBAL), path, "flush");
+      size = H5Fget_file_image(file, nullptr, 0);
+      IDSYNTH_CHECK(size > 0, path, ": HDF5: size of the file image: expected > 0, found ", size);
+      g_capture = {&image, static_cast<size_t>(size)};
+    }  // H5Fclose: the final superblock, then image_free hands over the bytes
+    g_capture = {};
+    IDSYNTH_CHECK(image.size() == static_cast<size_t>(size), path, ": HDF5: closing the in-memory file failed");
+    // Superblock version 2 (H5F_LIBVER_V18), 8-byte addresses: the end-of-file address at byte 28
+    // is the file's length, as the sec2 driver truncates it at close.
+    IDSYNTH_CHECK(image.size() >= 48 && image[8] == 2 && image[9] == 8, path, ": HDF5: expected a version 2 superblock");
+    uint64_t eof = 0;
+    for (int i = 7; i >= 0; --i) eof = (eof << 8) | static_cast<uint8_t>(image[28 + i]);
+    IDSYNTH_CHECK(eof <= image.size(), path, ": HDF5: end of file ", eof, " beyond the image's ", image.size(), " bytes");
+    image.resize(eof);
   }
-  fsync_path(tmp, false);
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  IDSYNTH_CHECK(!ec, path, ": cannot rename ", tmp, ": ", ec.message());
-  fsync_path(std::filesystem::path(path).parent_path().string(), true);
+  write_file_atomic(path, image);
+  const std::string parent = std::filesystem::path(path).parent_path().string();
+  fsync_path(parent.empty() ? "." : parent, true);
 }
 
 ShardData read_shard(const std::string& path) {
@@ -246,35 +291,45 @@ ShardData read_shard(const std::string& path) {
 ShardImageReader::ShardImageReader(const std::string& path, const std::string& image) : path_(path) {
   static_assert(sizeof(hid_t) == sizeof(int64_t), "hid_t is stored as int64_t");
   std::lock_guard<std::mutex> lock(hdf5_mutex());
-  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // errors are reported here, not printed by HDF5
-  file_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  IDSYNTH_CHECK(file_ >= 0, path, ": expected an HDF5 shard, could not open it");
-  const bool has_aligned = has_link(file_, "aligned");
-  const bool has_images = has_link(file_, "images");
-  std::string name = image;
-  if (name == "auto") name = has_aligned ? "aligned" : "images";
-  IDSYNTH_CHECK(name == "aligned" ? has_aligned : has_images, path, ": dataset '", name,
-                "': expected variable-length JPEG bytes, not in the shard (data.image: ", image, ")");
-  IDSYNTH_CHECK(has_link(file_, "labels"), path, ": dataset 'labels': expected int64 [N], not found");
-  {
-    Handle labels(H5Dopen2(file_, "labels", H5P_DEFAULT), H5Dclose, "opening labels", path);
-    const int64_t n = extent(labels, "labels");
-    labels_.resize(static_cast<size_t>(n));
-    if (n > 0)
-      IDSYNTH_CHECK(H5Dread(labels, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels_.data()) >= 0, path,
-                    ": dataset 'labels': expected integers, could not read them");
+  // A malformed shard throws half-way: what was opened is closed here, as the destructor of an
+  // object never constructed will not run (libhdf5 would otherwise keep the file open).
+  try {
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // errors are reported here, not printed by HDF5
+    file_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    IDSYNTH_CHECK(file_ >= 0, path, ": expected an HDF5 shard, could not open it");
+    const bool has_aligned = has_link(file_, "aligned");
+    const bool has_images = has_link(file_, "images");
+    std::string name = image;
+    if (name == "auto") name = has_aligned ? "aligned" : "images";
+    IDSYNTH_CHECK(name == "aligned" ? has_aligned : has_images, path, ": dataset '", name,
+                  "': expected variable-length JPEG bytes, not in the shard (data.image: ", image, ")");
+    IDSYNTH_CHECK(has_link(file_, "labels"), path, ": dataset 'labels': expected int64 [N], not found");
+    {
+      Handle labels(H5Dopen2(file_, "labels", H5P_DEFAULT), H5Dclose, "opening labels", path);
+      const int64_t n = extent(labels, "labels");
+      labels_.resize(static_cast<size_t>(n));
+      if (n > 0)
+        IDSYNTH_CHECK(H5Dread(labels, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels_.data()) >= 0, path,
+                      ": dataset 'labels': expected integers, could not read them");
+    }
+    images_ = H5Dopen2(file_, name.c_str(), H5P_DEFAULT);
+    IDSYNTH_CHECK(images_ >= 0, path, ": dataset '", name, "': could not open it");
+    const int64_t m = extent(images_, name.c_str());
+    IDSYNTH_CHECK(m == static_cast<int64_t>(labels_.size()), path, ": dataset '", name, "': expected ", labels_.size(),
+                  " images (one per label), found ", m);
+    const hid_t ftype = H5Dget_type(images_);
+    const bool vlen = H5Tget_class(ftype) == H5T_VLEN;
+    H5Tclose(ftype);
+    IDSYNTH_CHECK(vlen, path, ": dataset '", name, "': expected variable-length uint8 (JPEG bytes), found another type");
+    memtype_ = H5Tvlen_create(H5T_NATIVE_UCHAR);
+    image_name_ = name;
+  } catch (...) {
+    if (memtype_ >= 0) H5Tclose(memtype_);
+    if (images_ >= 0) H5Dclose(images_);
+    if (file_ >= 0) H5Fclose(file_);
+    memtype_ = images_ = file_ = -1;
+    throw;
   }
-  images_ = H5Dopen2(file_, name.c_str(), H5P_DEFAULT);
-  IDSYNTH_CHECK(images_ >= 0, path, ": dataset '", name, "': could not open it");
-  const int64_t m = extent(images_, name.c_str());
-  IDSYNTH_CHECK(m == static_cast<int64_t>(labels_.size()), path, ": dataset '", name, "': expected ", labels_.size(),
-                " images (one per label), found ", m);
-  const hid_t ftype = H5Dget_type(images_);
-  const bool vlen = H5Tget_class(ftype) == H5T_VLEN;
-  H5Tclose(ftype);
-  IDSYNTH_CHECK(vlen, path, ": dataset '", name, "': expected variable-length uint8 (JPEG bytes), found another type");
-  memtype_ = H5Tvlen_create(H5T_NATIVE_UCHAR);
-  image_name_ = name;
 }
 
 ShardImageReader::~ShardImageReader() {

@@ -20,6 +20,8 @@ packages=(
   chromium
   # tests: a one-node Slurm cluster for the job-array test (scripts/slurm/local-cluster.sh)
   slurmctld slurmd slurm-client munge
+  # tests: the libFuzzer targets of the untrusted-input readers (scripts/fuzz.sh)
+  clang libclang-rt-dev
 )
 
 missing=()

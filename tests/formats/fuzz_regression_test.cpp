@@ -1,0 +1,87 @@
+// Inputs found by the fuzz targets (tests/fuzz, scripts/fuzz.sh), each kept as a regression test:
+// the reader must answer with one idsynth::Error line, not a crash, a sanitizer report or a huge
+// allocation.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "core/check.h"
+#include "core/config.h"
+#include "core/file_util.h"
+#include "formats/image.h"
+#include "formats/npy.h"
+#include "tests/support/errors.h"
+#include "tests/support/goldens.h"
+
+namespace idsynth::formats {
+namespace {
+
+using test::error_of;
+
+void put_u32(std::string& bytes, size_t at, uint32_t v) { std::memcpy(&bytes[at], &v, 4); }
+
+// fuzz_npz (out-of-memory): a 400-byte .npz whose zip headers claim a 4 GiB member. read_npz
+// allocated the claimed size up front (malloc of 4294967160 bytes); it now reads in chunks, so the
+// buffer follows the bytes that really inflate and the short member is a clean error.
+TEST(FuzzRegression, NpzMemberClaimingFourGibIsReadInChunks) {
+  const std::string dir = test::temp_dir("fuzz-npz");
+  write_npz(dir + "/a.npz", {{"x", at::arange(6, at::kFloat)}}, /*compress=*/true);
+  std::string bytes = read_text_file(dir + "/a.npz");
+  const uint32_t claimed = 0xFFFFFF00u;  // below read_npz's 4 GiB member limit
+  int patched = 0;
+  for (size_t i = 0; i + 30 <= bytes.size(); ++i) {
+    if (bytes.compare(i, 4, "PK\x03\x04") == 0) put_u32(bytes, i + 22, claimed), ++patched;  // local header
+    if (bytes.compare(i, 4, "PK\x01\x02") == 0) put_u32(bytes, i + 24, claimed), ++patched;  // central directory
+  }
+  ASSERT_EQ(patched, 2);
+  std::ofstream(dir + "/big.npz", std::ios::binary) << bytes;
+  const std::string err = error_of([&] { read_npz(dir + "/big.npz"); });
+  EXPECT_NE(err.find(dir + "/big.npz: x.npy: expected 4294967040 bytes, read"), std::string::npos) << err;
+}
+
+// fuzz_image (out-of-memory): a 50-byte BMP header claiming 1010 x 457473 pixels makes OpenCV
+// allocate 1.4 GB before reading any pixel (its cap is 2^30 pixels unless OPENCV_IO_MAX_IMAGE_PIXELS
+// is set, see docs/reliability.md). The decode must still end in one clean error.
+TEST(FuzzRegression, ImageHeaderClaimingHugeSizeIsRefused) {
+  const std::string bmp("\x42\x4d\x4e\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x28\x00\x00\x00\xf2\x03\x00\x00\x01\xfb\x06\x00\x01\x00\x18\x00\x00\x00\x00\x00\x20\x20\x20\x20\xff\xff\xff\x3e\x94\x28\x02\x00\xd0\x00\x00\x00", 50);
+  const std::string err = error_of([&] {
+    decode_image_rgb(reinterpret_cast<const uint8_t*>(bmp.data()), bmp.size(), "huge.bmp");
+  });
+  EXPECT_EQ(err.rfind("huge.bmp: image: ", 0), 0u) << err;
+}
+
+struct KeyConfig {
+  int64_t steps = 1;
+  void visit(config::Visitor& v) { v.field("steps", steps, "steps"); }
+  void check() const {}
+};
+
+// fuzz_yaml_config (abort): a mapping key that is itself a list or mapping (`? [a, b]`) reached
+// yaml-cpp's as<std::string>() in the include merge and the unknown-key check, whose
+// TypedBadConversion is not an idsynth::Error: the program ended in std::terminate.
+TEST(FuzzRegression, ConfigWithNonScalarKeyIsAnError) {
+  const std::string dir = test::temp_dir("fuzz-yaml");
+  for (const char* text : {"? [a, b]\n: 1\n", "steps: 2\n? {x: 1}\n: 3\n"}) {
+    std::ofstream(dir + "/c.yaml") << text;
+    EXPECT_EQ(error_of([&] { config::load<KeyConfig>(dir + "/c.yaml"); }),
+              dir + "/c.yaml: expected a plain key (a name), found " +
+                  (text[0] == '?' ? "a list" : "a mapping") + " as a key")
+        << text;
+  }
+}
+
+// fuzz_yaml_config (abort): `include: [!!str]` names an empty path, so the including file's folder;
+// yaml-cpp read the directory as a stream and std::ios_base::failure escaped (std::terminate).
+TEST(FuzzRegression, ConfigIncludingADirectoryIsAnError) {
+  const std::string dir = test::temp_dir("fuzz-yaml-dir");
+  std::ofstream(dir + "/c.yaml") << "include: [!!str]\nsteps: 3\n";
+  EXPECT_EQ(error_of([&] { config::load<KeyConfig>(dir + "/c.yaml"); }),
+            dir + "/: expected a config file, found a directory");
+}
+
+}  // namespace
+}  // namespace idsynth::formats
