@@ -69,7 +69,7 @@ TEST(FaultCli, VerifyEvaluatesTheGoodPacksNamesTheBrokenOneAndExitsThreeAndMetri
 
   // metrics.json does not fit: RLIMIT_FSIZE of 512 bytes (prlimit), SIGXFSZ ignored (inherited
   // through exec), so the write fails with EFBIG as on a full disk. The previous file stays.
-  if (run_command("command -v prlimit").exit_code != 0) GTEST_SKIP() << "prlimit (util-linux) not installed";
+  IDSYNTH_REQUIRE_ENVIRONMENT(run_command("command -v prlimit").exit_code == 0, "prlimit (util-linux) not installed");
   const std::string before = read_text_file(out + "/metrics.json");
   ASSERT_GT(before.size(), 512u);
   r = run_command("trap '' XFSZ; exec prlimit --fsize=512 " + verify(p.good_a, out));

@@ -41,22 +41,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-GenerateOptions quiet() {
-  GenerateOptions o;
-  o.progress = false;
-  return o;
-}
-
-// The reference: one CPU worker, one task.
-std::string reference_dataset() {
-  static std::string dir;
-  if (dir.empty()) {
-    dir = test::temp_dir("dataset_reference");
-    const auto s = generate_dataset(test::tiny_config(dir), quiet());
-    EXPECT_TRUE(s.complete());
-  }
-  return dir;
-}
+using test::quiet;
+using test::reference_dataset;
 
 TEST(DatasetGenerate, ReferenceRunHasEveryShardAndRecordsRedraws) {
   const std::string dir = reference_dataset();
@@ -150,11 +136,8 @@ int count_records(const std::string& dir) {
 }
 
 TEST(DatasetGenerate, KilledRunsResumeToTheSameBytes) {
+  IDSYNTH_REQUIRE_PROGRAM();
   const std::string bin = test::idsynth_binary();
-  if (!fs::exists(bin)) {
-    if (test::goldens_required()) FAIL() << bin << " not built";
-    GTEST_SKIP() << bin << " not built (ninja idsynth)";
-  }
   const std::string ref = reference_dataset();
   const std::string dir = test::temp_dir("dataset_killed");
   const std::string config = test::write_config(test::tiny_config(dir + "/out"), dir + "/config.yaml");
@@ -409,11 +392,8 @@ TEST(IdFilter, AnImageWithoutAFaceIsRejectedAsNoFace) {
 // convolutions of this model). Two workers and one, and a run killed with SIGKILL then resumed, all
 // give the same bytes; the LoRA really changes them.
 TEST(DatasetGenerate, LcmWithLoraGivesTheSameBytesAcrossWorkersAndAfterAKill) {
+  IDSYNTH_REQUIRE_PROGRAM();
   const std::string bin = test::idsynth_binary();
-  if (!fs::exists(bin)) {
-    if (test::goldens_required()) FAIL() << bin << " not built";
-    GTEST_SKIP() << bin << " not built (ninja idsynth)";
-  }
   const std::string dir = test::temp_dir("dataset_lora");
   const TensorDict unet = read_weights(generator::locate_component(test::tiny_model_dir() + "/unet",
                                                                    generator::Component::kUNet).weights);

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 
+#include "dataset/generate.h"
 #include "dataset/generate_config.h"
 #include "core/config.h"
 #include "core/file_util.h"
@@ -61,6 +62,24 @@ inline dataset::GenerateConfig tiny_config(const std::string& out_dir) {
   c.output.images_per_identity = 3;
   c.output.identities_per_shard = 1;
   return c;
+}
+
+// Generation without a progress bar.
+inline dataset::GenerateOptions quiet() {
+  dataset::GenerateOptions o;
+  o.progress = false;
+  return o;
+}
+
+// The reference every other run of tiny_config must equal byte for byte: one CPU worker, one task,
+// uninterrupted; made once per test binary.
+inline std::string reference_dataset() {
+  static std::string dir;
+  if (dir.empty()) {
+    dir = temp_dir("dataset_reference");
+    EXPECT_TRUE(dataset::generate_dataset(tiny_config(dir), quiet()).complete());
+  }
+  return dir;
 }
 
 // Debian's python3 (with python3-numpy / python3-h5py) rather than whatever python3 is first in PATH.

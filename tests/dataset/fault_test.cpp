@@ -145,31 +145,9 @@ std::vector<std::string> temporaries(const std::string& dir) {
   return found;
 }
 
-bool binary_built() { return fs::exists(test::idsynth_binary()); }
-
-#define REQUIRE_BINARY()                                                                  \
-  do {                                                                                    \
-    if (!binary_built()) {                                                                \
-      if (test::goldens_required()) FAIL() << test::idsynth_binary() << " not built";     \
-      GTEST_SKIP() << test::idsynth_binary() << " not built (cmake --build build --target idsynth)"; \
-    }                                                                                     \
-  } while (0)
-
-GenerateOptions quiet() {
-  GenerateOptions o;
-  o.progress = false;
-  return o;
-}
-
+using test::quiet;
 // The uninterrupted run every faulted one must equal, byte for byte.
-std::string reference_dataset() {
-  static std::string dir;
-  if (dir.empty()) {
-    dir = test::temp_dir("fault_reference");
-    EXPECT_TRUE(generate_dataset(test::tiny_config(dir), quiet()).complete());
-  }
-  return dir;
-}
+using test::reference_dataset;
 
 // A config file for a fresh output folder <dir>/out.
 std::string fresh_config(const std::string& dir) {
@@ -180,7 +158,7 @@ std::string fresh_config(const std::string& dir) {
 
 // The first shard (40 KB) does not fit under a 35 KB file size limit; everything before it does.
 TEST(FaultDiskFull, GenerateStopsWithOneLineRemovesTheTemporaryAndTheRerunIsByteIdentical) {
-  REQUIRE_BINARY();
+  IDSYNTH_REQUIRE_PROGRAM();
   const std::string dir = test::temp_dir("fault_disk_full");
   const std::string config = fresh_config(dir), out = dir + "/out";
   const auto r = run_idsynth(generate_args(config), 35 * 1024);
@@ -234,7 +212,7 @@ TEST(FaultDiskFull, RecordAndShardWritesFailWithoutLeavingPartialFiles) {
 // ---- SIGTERM / SIGINT ---------------------------------------------------------------------
 
 TEST(FaultSignal, SigtermAndSigintStopWithinABatchKeepFinishedShardsAndResumeByteIdentically) {
-  REQUIRE_BINARY();
+  IDSYNTH_REQUIRE_PROGRAM();
   const std::string dir = test::temp_dir("fault_signal");
   const std::string config = fresh_config(dir), out = dir + "/out";
   int stopped_at = 0;
@@ -272,7 +250,7 @@ TEST(FaultSignal, SigtermAndSigintStopWithinABatchKeepFinishedShardsAndResumeByt
 // ---- double submit ------------------------------------------------------------------------
 
 TEST(FaultLock, SecondRunOnTheSameTaskRefusesNamingTheHolderAndACrashLeavesNoLock) {
-  REQUIRE_BINARY();
+  IDSYNTH_REQUIRE_PROGRAM();
   const std::string dir = test::temp_dir("fault_lock");
   const std::string config = fresh_config(dir), out = dir + "/out";
   const std::string lock = formats::task_lock_path(out, 0, 1);
@@ -323,7 +301,7 @@ TEST(FaultLock, TaskLockIsExclusiveAndReleased) {
 // ---- damaged shards, read-only output -----------------------------------------------------
 
 TEST(FaultShards, MergeFindsDeletedTruncatedAndFlippedShardsAndGenerateRedoesOnlyThem) {
-  REQUIRE_BINARY();
+  IDSYNTH_REQUIRE_PROGRAM();
   const std::string ref = reference_dataset();
   const std::string dir = test::temp_dir("fault_damaged");
   const std::string out = dir + "/out";
@@ -353,8 +331,9 @@ TEST(FaultShards, MergeFindsDeletedTruncatedAndFlippedShardsAndGenerateRedoesOnl
 // A read-only output folder: a bind mount remounted read-only in a user and mount namespace
 // (`unshare -rm`), so it holds for root too; skipped where namespaces are not allowed.
 TEST(FaultShards, ReadOnlyOutputFailsWithOneLineAndChangesNothing) {
-  REQUIRE_BINARY();
-  if (test::run_command("unshare -rm true").exit_code != 0) GTEST_SKIP() << "unshare -rm is not allowed here";
+  IDSYNTH_REQUIRE_PROGRAM();
+  IDSYNTH_REQUIRE_ENVIRONMENT(test::run_command("unshare -rm true").exit_code == 0,
+                              "unshare -rm (user and mount namespaces) is not allowed here");
   const std::string ref = reference_dataset();
   const std::string dir = test::temp_dir("fault_read_only");
   const std::string out = dir + "/out";

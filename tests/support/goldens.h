@@ -5,7 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <string>
+
+#include "tests/support/process.h"
 
 namespace idsynth::test {
 
@@ -48,3 +51,17 @@ std::string python_with_torch();
       GTEST_SKIP() << "fr_feature.onnx not found (run scripts/fetch-test-models.sh)";          \
     }                                                                                          \
   }
+
+// A test that needs something outside the test binary: the built idsynth program, or a system tool
+// (`check` a shell command that succeeds when it is there). Skips with one line on a user's
+// checkout; under IDSYNTH_REQUIRE_GOLDENS=1 (CI, which installs and builds everything) it fails.
+#define IDSYNTH_REQUIRE_ENVIRONMENT(present, what)                                         \
+  do {                                                                                    \
+    if (!(present)) {                                                                     \
+      if (::idsynth::test::goldens_required()) FAIL() << (what) << " (IDSYNTH_REQUIRE_GOLDENS=1)"; \
+      GTEST_SKIP() << (what);                                                             \
+    }                                                                                     \
+  } while (0)
+#define IDSYNTH_REQUIRE_PROGRAM()                                                           \
+  IDSYNTH_REQUIRE_ENVIRONMENT(std::filesystem::exists(::idsynth::test::idsynth_binary()),  \
+                              ::idsynth::test::idsynth_binary() + " not built (cmake --build build --target idsynth)")
