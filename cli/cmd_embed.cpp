@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 
 #include "cli/commands.h"
 #include "cli/options.h"
@@ -15,6 +16,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/safetensors.h"
+#include "formats/image.h"
 #include "recognition/face_embedder.h"
 
 namespace idsynth::cli {
@@ -152,7 +154,14 @@ int cmd_embed(const std::vector<std::string>& args) {
     std::vector<std::string> missing(end - begin);
     for (size_t k = begin; k < end; ++k) {
       const std::string& path = work[k].first;
-      images.push_back(cv::imread(path, cv::IMREAD_COLOR));
+      // An unreadable file stays an empty image, reported per file below; the header is checked
+      // before decoding (formats::check_image_header).
+      cv::Mat bgr;
+      try {
+        cv::cvtColor(formats::read_image_rgb(path), bgr, cv::COLOR_RGB2BGR);
+      } catch (const Error&) {
+      }
+      images.push_back(bgr);
       if (!o.landmarks.empty()) {
         auto it = landmarks.find(path);
         if (it == landmarks.end()) it = landmarks.find(fs::path(path).filename().string());

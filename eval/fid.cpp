@@ -15,6 +15,7 @@
 #include "core/check.h"
 #include "core/device.h"
 #include "core/log.h"
+#include "formats/image.h"
 #include "formats/npy.h"
 
 namespace idsynth::eval {
@@ -136,10 +137,7 @@ at::Tensor fid_activations(InceptionV3FID& model, const std::vector<std::string>
     std::vector<at::Tensor> batch;
     for (int64_t i = begin; i < end; ++i) {
       const std::string& p = paths[static_cast<size_t>(i)];
-      const cv::Mat bgr = cv::imread(p, cv::IMREAD_COLOR);
-      IDSYNTH_CHECK(!bgr.empty(), p, ": could not decode the image");
-      cv::Mat rgb;
-      cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+      const cv::Mat rgb = formats::read_image_rgb(p);  // header checked before decoding
       at::Tensor t = at::from_blob(rgb.data, {rgb.rows, rgb.cols, 3}, at::kByte).clone();
       if (!batch.empty())
         IDSYNTH_CHECK(t.size(0) == batch.front().size(1) && t.size(1) == batch.front().size(2), p, ": expected a ", batch.front().size(2), "x",

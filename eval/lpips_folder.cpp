@@ -9,6 +9,7 @@
 
 #include "core/check.h"
 #include "eval/fid.h"
+#include "formats/image.h"
 
 namespace idsynth::eval {
 
@@ -17,10 +18,7 @@ namespace {
 at::Tensor read_identity(const std::vector<std::string>& paths) {
   std::vector<at::Tensor> images;
   for (const auto& p : paths) {
-    const cv::Mat bgr = cv::imread(p, cv::IMREAD_COLOR);
-    IDSYNTH_CHECK(!bgr.empty(), p, ": could not decode the image");
-    cv::Mat rgb;
-    cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+    const cv::Mat rgb = formats::read_image_rgb(p);  // header checked before decoding
     // from_blob borrows rgb's pixels; the float conversion copies them before rgb goes away.
     const at::Tensor t = at::from_blob(rgb.data, {rgb.rows, rgb.cols, 3}, at::kByte).permute({2, 0, 1}).to(at::kFloat);
     if (!images.empty())

@@ -11,6 +11,7 @@
 #include "core/file_util.h"
 #include "core/log.h"
 #include "core/pickle.h"
+#include "formats/image.h"
 
 namespace idsynth::formats {
 
@@ -75,6 +76,7 @@ at::Tensor decode_bin_images(const BinPack& pack, int64_t begin, int64_t end) {
   at::Tensor out;
   for (int64_t i = begin; i < end; ++i) {
     const std::string& enc = pack.images[static_cast<size_t>(i)];
+    check_image_header(reinterpret_cast<const uint8_t*>(enc.data()), enc.size(), cat(pack.path, ": bins[", i, "]"));
     const cv::Mat buf(1, static_cast<int>(enc.size()), CV_8UC1, const_cast<char*>(enc.data()));
     cv::Mat bgr;
     try {

@@ -2,8 +2,10 @@
 // the reader must answer with one idsynth::Error line, not a crash, a sanitizer report or a huge
 // allocation.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <ATen/ATen.h>
+#include <opencv2/core.hpp>
 
 #include <cstring>
 #include <fstream>
@@ -44,14 +46,38 @@ TEST(FuzzRegression, NpzMemberClaimingFourGibIsReadInChunks) {
 }
 
 // fuzz_image (out-of-memory): a 50-byte BMP header claiming 1010 x 457473 pixels makes OpenCV
-// allocate 1.4 GB before reading any pixel (its cap is 2^30 pixels unless OPENCV_IO_MAX_IMAGE_PIXELS
-// is set, see docs/reliability.md). The decode must still end in one clean error.
+// allocate 1.4 GB before reading any pixel (its cap is 2^30 pixels). check_image_header refuses more
+// than kMaxDecodedPixels (2^26) before OpenCV sees the bytes: one clean error naming the claimed size,
+// and (checked here) the process did not grow by it.
 TEST(FuzzRegression, ImageHeaderClaimingHugeSizeIsRefused) {
   const std::string bmp("\x42\x4d\x4e\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x28\x00\x00\x00\xf2\x03\x00\x00\x01\xfb\x06\x00\x01\x00\x18\x00\x00\x00\x00\x00\x20\x20\x20\x20\xff\xff\xff\x3e\x94\x28\x02\x00\xd0\x00\x00\x00", 50);
   const std::string err = error_of([&] {
     decode_image_rgb(reinterpret_cast<const uint8_t*>(bmp.data()), bmp.size(), "huge.bmp");
   });
   EXPECT_EQ(err.rfind("huge.bmp: image: ", 0), 0u) << err;
+  EXPECT_NE(err.find("1010 x 457473"), std::string::npos) << err;
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  EXPECT_LT(ru.ru_maxrss, 1000L * 1024L) << "peak RSS (KiB): the 1.4 GB buffer was allocated";
+}
+
+// The header check reads the size each codec OpenCV writes, without decoding, and refuses other
+// formats and cut headers with one line.
+TEST(ImageHeader, ReadsTheSizeOfEveryAcceptedFormatAndRefusesTheRest) {
+  cv::Mat img(37, 53, CV_8UC3, cv::Scalar(10, 200, 30));
+  for (const std::string ext : {".png", ".jpg", ".bmp", ".webp"}) {
+    const std::string bytes = encode_image_rgb(img, ext);
+    const ImageHeader h = check_image_header(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "x" + ext);
+    EXPECT_EQ(h.width, 53) << ext;
+    EXPECT_EQ(h.height, 37) << ext;
+    const std::string cut = error_of([&] {
+      check_image_header(reinterpret_cast<const uint8_t*>(bytes.data()), std::min<size_t>(bytes.size(), 20), "cut" + ext);
+    });
+    EXPECT_EQ(cut.rfind("cut" + ext + ": image: expected", 0), 0u) << cut;
+  }
+  const std::string tiff = encode_image_rgb(img, ".tiff");
+  const std::string err = error_of([&] { decode_image_rgb(reinterpret_cast<const uint8_t*>(tiff.data()), tiff.size(), "a.tiff"); });
+  EXPECT_EQ(err, "a.tiff: image: expected JPEG, PNG, BMP or WebP data, found another format (" + std::to_string(tiff.size()) + " bytes)");
 }
 
 struct KeyConfig {
