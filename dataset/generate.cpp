@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "core/progress.h"
 #include "core/safetensors.h"
+#include "core/stop_signals.h"
 #include "core/weights.h"
 #include "generator/arc2face_pipeline.h"
 #include "dataset/plan.h"
@@ -112,49 +113,6 @@ at::Tensor identities_from_file(const GenerateConfig& cfg) {
                 "] (identities.count, dim), found ", t.sizes());
   return t.narrow(0, 0, cfg.identities.count).contiguous();
 }
-
-// ---- SIGTERM / SIGINT ---------------------------------------------------------------------
-
-// The signal that asked the run to stop (0: none). Set by the handler, read by the workers.
-volatile std::sig_atomic_t g_stop_signal = 0;
-
-extern "C" void on_stop_signal(int sig) {
-  if (g_stop_signal != 0) {
-    // A second signal: end now, as SIGKILL would (finished shards are safe, the rest resumes).
-    std::signal(sig, SIG_DFL);
-    std::raise(sig);
-    return;
-  }
-  g_stop_signal = sig;
-}
-
-int stop_signal() { return static_cast<int>(g_stop_signal); }
-
-// Installs the handlers for the scope of generate_dataset and restores the previous ones.
-class StopSignals {
- public:
-  explicit StopSignals(bool install) : installed_(install) {
-    g_stop_signal = 0;
-    if (!installed_) return;
-    struct sigaction sa {};
-    sa.sa_handler = on_stop_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
-    sigaction(SIGTERM, &sa, &old_term_);
-    sigaction(SIGINT, &sa, &old_int_);
-  }
-  ~StopSignals() {
-    if (!installed_) return;
-    sigaction(SIGTERM, &old_term_, nullptr);
-    sigaction(SIGINT, &old_int_, nullptr);
-  }
-  StopSignals(const StopSignals&) = delete;
-  StopSignals& operator=(const StopSignals&) = delete;
-
- private:
-  bool installed_;
-  struct sigaction old_term_ {}, old_int_ {};
-};
 
 // Thrown inside a worker when a stop signal arrived: the shard being generated is dropped.
 struct Interrupted {};
