@@ -318,7 +318,8 @@ LatentDistribution AutoencoderKLImpl::encode(const at::Tensor& image) {
   // Ref: autoencoder_kl.py AutoencoderKL.encode + vae.py DiagonalGaussianDistribution
   // NoGradGuard, not InferenceMode: callers may update the returned tensors in place outside
   // inference mode (schedulers), which inference tensors forbid.
-  torch::NoGradGuard no_grad;
+  const bool grad = record_gradients_ && at::GradMode::is_enabled();
+  torch::AutoGradMode mode(grad);
   IDSYNTH_CHECK(image.dim() == 4 && image.size(1) == config_.in_channels, "VAE encode: expected [B, ",
                 config_.in_channels, ", H, W], found ", image.sizes());
   const int64_t f = config_.spatial_factor();
@@ -334,7 +335,8 @@ at::Tensor AutoencoderKLImpl::decode(const at::Tensor& z) {
   // Ref: autoencoder_kl.py AutoencoderKL._decode (no tiling, no slicing)
   // NoGradGuard, not InferenceMode: callers may update the returned tensors in place outside
   // inference mode (schedulers), which inference tensors forbid.
-  torch::NoGradGuard no_grad;
+  const bool grad = record_gradients_ && at::GradMode::is_enabled();
+  torch::AutoGradMode mode(grad);
   IDSYNTH_CHECK(z.dim() == 4 && z.size(1) == config_.latent_channels, "VAE decode: expected [B, ",
                 config_.latent_channels, ", h, w], found ", z.sizes());
   at::Tensor x = prepare(z);

@@ -146,12 +146,16 @@ class AutoencoderKLImpl : public torch::nn::Module {
   const AutoencoderKLConfig& config() const { return config_; }
   // Also gives the convolution weights the matching memory format.
   void set_channels_last(bool on);
+  // Training the VAE: encode and decode record the autograd graph while grad mode is on. Off by
+  // default: they run without it whatever the caller's grad mode (inference never pays for a graph).
+  void set_record_gradients(bool on) { record_gradients_ = on; }
 
  private:
   at::Tensor prepare(const at::Tensor& x) const;
 
   AutoencoderKLConfig config_;
   bool channels_last_ = true;
+  bool record_gradients_ = false;
   VaeEncoder encoder{nullptr};
   VaeDecoder decoder{nullptr};
   torch::nn::Conv2d quant_conv{nullptr}, post_quant_conv{nullptr};

@@ -1,6 +1,8 @@
 #include "generator/nn_blocks.h"
 
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/utils.h>
 #include <torch/version.h>
@@ -15,6 +17,93 @@
 namespace idsynth::generator {
 
 namespace nn = torch::nn;
+
+// ---------------------------------------------------------------------------------------------
+// Training: differentiable forwards and gradient checkpoints
+// ---------------------------------------------------------------------------------------------
+namespace {
+thread_local int differentiable_depth = 0;
+}  // namespace
+
+bool differentiable_forward() { return differentiable_depth > 0 || at::GradMode::is_enabled(); }
+
+DifferentiableForwardGuard::DifferentiableForwardGuard() { ++differentiable_depth; }
+DifferentiableForwardGuard::~DifferentiableForwardGuard() { --differentiable_depth; }
+
+namespace {
+
+// The checkpointed function, kept in the autograd context until backward (as a capsule: the
+// context stores only IValues).
+struct CheckpointBody : torch::CustomClassHolder {
+  explicit CheckpointBody(CheckpointFn f) : fn(std::move(f)) {}
+  CheckpointFn fn;
+};
+
+class CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
+ public:
+  // Runs with grad mode off (Function::apply): nothing of fn's graph is kept.
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                const c10::intrusive_ptr<CheckpointBody>& body,
+                                                at::TensorList inputs) {
+    // (A TensorList, not a vector: Function::apply sees only those as lists of inputs.)
+    const std::vector<at::Tensor> tensors = inputs.vec();
+    ctx->saved_data["body"] = c10::IValue::make_capsule(body);
+    ctx->save_for_backward(tensors);
+    DifferentiableForwardGuard same_kernels_as_the_recomputation;
+    return body->fn(tensors);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    const auto body = c10::static_intrusive_pointer_cast<CheckpointBody>(ctx->saved_data["body"].toCapsule());
+    std::vector<at::Tensor> inputs;
+    for (const auto& saved : ctx->get_saved_variables()) {
+      inputs.push_back(saved.defined() ? saved.detach().requires_grad_(saved.requires_grad()) : saved);
+    }
+    std::vector<at::Tensor> outputs;
+    {
+      at::AutoGradMode record(true);
+      outputs = body->fn(inputs);
+    }
+    IDSYNTH_CHECK(outputs.size() == grad_outputs.size(), "checkpoint: recomputation returned ", outputs.size(),
+                  " tensors, expected ", grad_outputs.size());
+    std::vector<at::Tensor> roots, grads;
+    for (size_t i = 0; i < outputs.size(); ++i) {
+      if (outputs[i].requires_grad() && grad_outputs[i].defined()) {
+        roots.push_back(outputs[i]);
+        grads.push_back(grad_outputs[i]);
+      }
+    }
+    // Reentrant backward: parameters read by fn accumulate their gradients here.
+    if (!roots.empty()) torch::autograd::backward(roots, grads);
+    torch::autograd::variable_list input_grads{at::Tensor()};  // for `body`
+    for (const auto& input : inputs) {
+      input_grads.push_back(input.defined() && input.requires_grad() ? input.grad() : at::Tensor());
+    }
+    return input_grads;
+  }
+};
+
+}  // namespace
+
+std::vector<at::Tensor> checkpoint(CheckpointFn fn, const std::vector<at::Tensor>& inputs) {
+  if (!at::GradMode::is_enabled()) return fn(inputs);
+  std::vector<at::Tensor> args = inputs;
+  // A leaf that requires grad makes autograd run the backward even when no input requires grad:
+  // the weights fn reads may (torch's reentrant checkpoint would silently skip them).
+  c10::Device device = at::kCPU;
+  for (const auto& t : inputs) {
+    if (t.defined()) {
+      device = t.device();
+      break;
+    }
+  }
+  args.push_back(at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device).requires_grad(true)));
+  const auto body = c10::make_intrusive<CheckpointBody>([fn = std::move(fn)](const std::vector<at::Tensor>& all) {
+    return fn(std::vector<at::Tensor>(all.begin(), all.end() - 1));
+  });
+  return CheckpointFunction::apply(body, at::TensorList(args));
+}
 
 // ---------------------------------------------------------------------------------------------
 // Activations
@@ -34,6 +123,7 @@ at::Tensor apply_activation(const std::string& name, const at::Tensor& x) {
 }
 
 at::Tensor apply_activation_(const std::string& name, at::Tensor x) {
+  if (differentiable_forward()) return apply_activation(name, x);
   if (name == "silu" || name == "swish") return at::silu_(x);
   if (name == "relu") return at::relu_(x);
   if (name == "mish") return at::mish_(x);
@@ -47,7 +137,7 @@ at::Tensor linear(const torch::nn::Linear& layer, const at::Tensor& x) {
   // Small products (under ~4 MFLOP), autograd, GPUs and other dtypes: the plain layer. bfloat16
   // products already go through oneDNN in libtorch.
   const bool large = rows >= 2 * at::get_num_threads() && rows * in * out_features >= (int64_t{1} << 21);
-  const bool inference = !(at::GradMode::is_enabled() && (w.requires_grad() || x.requires_grad()));
+  const bool inference = !differentiable_forward();
   if (!large || !inference || !x.device().is_cpu() || x.scalar_type() != at::kFloat || at::in_parallel_region() ||
       !at::hasMKLDNN())
     return layer.ptr()->forward(x);
@@ -216,7 +306,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& hidden_states, const at::Ten
   }
 #endif
   if (!o.defined() && q.device().is_cpu() && at::get_num_threads() > 1 && !at::in_parallel_region() &&
-      blas_threading() != BlasThreading::kOwnPool) {
+      blas_threading() != BlasThreading::kOwnPool && !differentiable_forward()) {
     o = cache_tiled_attention(q, k, v, scale_, options_.upcast_attention, options_.upcast_softmax);
   }
   if (!o.defined()) o = chunked_attention(q, k, v, scale_, options_.upcast_attention, options_.upcast_softmax);
@@ -226,8 +316,11 @@ at::Tensor AttentionImpl::forward(const at::Tensor& hidden_states, const at::Ten
   // 3. output projection (+ residual for the VAE form)
   o = linear(to_out_0, o);
   if (spatial) o = o.transpose(1, 2).reshape({b, c, h, w});
-  if (options_.residual_connection) o.add_(hidden_states);
-  if (options_.rescale_output_factor != 1.0) o.div_(options_.rescale_output_factor);
+  const bool graph = differentiable_forward();
+  if (options_.residual_connection) o = graph ? o + hidden_states : o.add_(hidden_states);
+  if (options_.rescale_output_factor != 1.0) {
+    o = graph ? o / options_.rescale_output_factor : o.div_(options_.rescale_output_factor);
+  }
   return o;
 }
 
@@ -249,14 +342,18 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(const ResnetBlock2DOptions& o) : options_(o
 
 at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& input, const at::Tensor& temb) {
   // Ref: resnet.py ResnetBlock2D.forward (time_embedding_norm "default", no up/down, no skip_time_act)
+  const bool graph = differentiable_forward();
   at::Tensor h = conv1(apply_activation_(options_.act_fn, norm1(input)));
   if (time_emb_proj && temb.defined()) {
-    at::Tensor t = time_emb_proj(apply_activation(options_.act_fn, temb));  // [B, C_out]
-    h.add_(t.unsqueeze(-1).unsqueeze(-1));
+    const at::Tensor t = time_emb_proj(apply_activation(options_.act_fn, temb)).unsqueeze(-1).unsqueeze(-1);  // [B, C, 1, 1]
+    h = graph ? h + t : h.add_(t);
   }
   h = conv2(apply_activation_(options_.act_fn, norm2(h)));
-  h.add_(conv_shortcut ? conv_shortcut(input) : input);
-  if (options_.output_scale_factor != 1.0) h.div_(options_.output_scale_factor);
+  const at::Tensor shortcut = conv_shortcut ? conv_shortcut(input) : input;
+  h = graph ? h + shortcut : h.add_(shortcut);
+  if (options_.output_scale_factor != 1.0) {
+    h = graph ? h / options_.output_scale_factor : h.div_(options_.output_scale_factor);
+  }
   return h;
 }
 
@@ -363,6 +460,11 @@ BasicTransformerBlockImpl::BasicTransformerBlockImpl(int64_t dim, const Transfor
 
 at::Tensor BasicTransformerBlockImpl::forward(const at::Tensor& x, const at::Tensor& encoder_hidden_states) {
   // Ref: attention.py BasicTransformerBlock.forward (norm_type "layer_norm")
+  if (differentiable_forward()) {
+    const at::Tensor h = attn1(norm1(x)) + x;
+    const at::Tensor a = attn2(norm2(h), encoder_hidden_states) + h;
+    return ff(norm3(a)) + a;
+  }
   at::Tensor h = attn1(norm1(x));
   h.add_(x);
   at::Tensor a = attn2(norm2(h), encoder_hidden_states);
@@ -420,6 +522,7 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor
     t = linear(proj_out_linear, t);
     y = t.reshape({b, h, w, t.size(2)}).permute({0, 3, 1, 2});
   }
+  if (differentiable_forward()) return (y + x).contiguous(x.suggest_memory_format());
   at::Tensor out = at::empty_like(x, x.options(), x.suggest_memory_format());
   at::add_out(out, y, x);
   return out;

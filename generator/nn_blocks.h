@@ -3,7 +3,8 @@
 // Transformer2DModel, and the sinusoidal timestep embedding. Member names are diffusers' checkpoint
 // names, so a diffusers state dict loads by name.
 // Ref: diffusers 0.29.2 src/diffusers/models/{resnet.py, attention.py, attention_processor.py,
-//      downsampling.py, upsampling.py, embeddings.py, transformers/transformer_2d.py}
+//      downsampling.py, upsampling.py, embeddings.py, transformers/transformer_2d.py};
+//      torch 1.13 torch/utils/checkpoint.py (CheckpointFunction: the reentrant checkpoint)
 #pragma once
 
 #include <ATen/Tensor.h>
@@ -15,10 +16,39 @@
 #include <torch/nn/modules/normalization.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
 namespace idsynth::generator {
+
+// ---------------------------------------------------------------------------------------------
+// Training. The inference forms update fresh tensors in place, write into preallocated outputs and
+// use hand-written attention kernels (out= and parallel_for, which autograd cannot record). While a
+// forward must be differentiable, every module takes the out-of-place, recordable form instead; the
+// numbers are the same (the kernels differ only in rounding for the attention and linear paths).
+// ---------------------------------------------------------------------------------------------
+// True while autograd records (grad mode on), or inside a gradient checkpoint's no-grad forward
+// (its recomputation in backward records, and both passes must use the same kernels).
+bool differentiable_forward();
+
+// Makes differentiable_forward() true on this thread while it lives.
+class DifferentiableForwardGuard {
+ public:
+  DifferentiableForwardGuard();
+  ~DifferentiableForwardGuard();
+  DifferentiableForwardGuard(const DifferentiableForwardGuard&) = delete;
+  DifferentiableForwardGuard& operator=(const DifferentiableForwardGuard&) = delete;
+};
+
+// torch.utils.checkpoint for libtorch: runs fn(inputs) without keeping its activations and, in
+// backward, runs it again with grad mode on and back-propagates through that recomputation
+// (reentrant form: the parameters fn reads get their gradients inside this backward). Gradients
+// reach the inputs that require grad and every tensor fn reads that requires grad, also when no
+// input does (diffusers' use_reentrant=False semantics). Without grad mode it is just fn(inputs).
+// fn must be deterministic (no dropout) and return fresh tensors, none of them one of its inputs.
+using CheckpointFn = std::function<std::vector<at::Tensor>(const std::vector<at::Tensor>&)>;
+std::vector<at::Tensor> checkpoint(CheckpointFn fn, const std::vector<at::Tensor>& inputs);
 
 // ---------------------------------------------------------------------------------------------
 // Activations by diffusers name (get_activation): "silu"/"swish", "gelu", "mish", "relu".

@@ -411,9 +411,12 @@ at::Tensor UNet2DConditionImpl::forward(const at::Tensor& sample, const at::Tens
                                         const at::Tensor& encoder_hidden_states) {
   // Ref: unet_2d_condition.py UNet2DConditionModel.forward (no class/addition embeddings, adapters
   // or ControlNet residuals)
-  // NoGradGuard, not InferenceMode: callers may update the returned tensors in place outside
+  // No-grad mode, not InferenceMode: callers may update the returned tensors in place outside
   // inference mode (schedulers), which inference tensors forbid.
-  torch::NoGradGuard no_grad;
+  const bool record = at::GradMode::is_enabled() &&
+                      (is_training() || sample.requires_grad() || encoder_hidden_states.requires_grad());
+  at::AutoGradMode grad_mode(record);  // off unless recording
+  const bool checkpointed = record && is_training() && gradient_checkpointing_;
   const auto& c = config_;
   const auto options = conv_in->weight.options();
   IDSYNTH_CHECK(sample.dim() == 4 && sample.size(1) == c.in_channels, "UNet: sample: expected [B, ", c.in_channels,
@@ -445,10 +448,34 @@ at::Tensor UNet2DConditionImpl::forward(const at::Tensor& sample, const at::Tens
 
   // 3. down: each block adds its resnet/downsampler outputs to the skip list
   std::vector<at::Tensor> skips{x};
-  for (auto& block : down_) x = block->forward(x, emb, ehs, skips);  // [B, boc_last, H/2^(n-1), W/2^(n-1)]
+  for (auto& block : down_) {
+    if (!checkpointed) {
+      x = block->forward(x, emb, ehs, skips);  // [B, boc_last, H/2^(n-1), W/2^(n-1)]
+      continue;
+    }
+    // A down block's output is also its last skip state, so the checkpoint returns only the skips.
+    auto added = checkpoint(
+        [block](const std::vector<at::Tensor>& in) {
+          std::vector<at::Tensor> block_skips;
+          block->forward(in[0], in[1], in[2], block_skips);
+          return block_skips;
+        },
+        {x, emb, ehs});
+    x = added.back();
+    skips.insert(skips.end(), added.begin(), added.end());
+  }
 
   // 4. mid
-  x = mid_block->forward(x, emb, ehs);
+  if (checkpointed) {
+    const auto block = mid_block;
+    x = checkpoint(
+        [block](const std::vector<at::Tensor>& in) {
+          return std::vector<at::Tensor>{block->forward(in[0], in[1], in[2])};
+        },
+        {x, emb, ehs})[0];
+  } else {
+    x = mid_block->forward(x, emb, ehs);
+  }
 
   // 5. up: each block takes its skips from the back; the upsampler matches the next skip's size
   for (size_t i = 0; i < up_.size(); ++i) {
@@ -459,7 +486,21 @@ at::Tensor UNet2DConditionImpl::forward(const at::Tensor& sample, const at::Tens
       const at::Tensor& next = skips[skips.size() - used - 1];
       upsample_size = std::vector<int64_t>{next.size(2), next.size(3)};
     }
-    x = up_[i]->forward(x, emb, ehs, skips, upsample_size);
+    if (!checkpointed) {
+      x = up_[i]->forward(x, emb, ehs, skips, upsample_size);
+      continue;
+    }
+    IDSYNTH_CHECK(skips.size() >= used, "UNet: internal: skip connections exhausted");
+    std::vector<at::Tensor> inputs{x, emb, ehs};
+    inputs.insert(inputs.end(), skips.end() - static_cast<std::ptrdiff_t>(used), skips.end());
+    skips.resize(skips.size() - used);
+    const auto block = up_[i];
+    x = checkpoint(
+        [block, upsample_size](const std::vector<at::Tensor>& in) {
+          std::vector<at::Tensor> block_skips(in.begin() + 3, in.end());
+          return std::vector<at::Tensor>{block->forward(in[0], in[1], in[2], block_skips, upsample_size)};
+        },
+        inputs)[0];
   }
 
   // 6. post-process: [B, boc0, H, W] -> [B, out, H, W]

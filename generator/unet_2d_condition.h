@@ -113,8 +113,10 @@ class UNet2DConditionImpl : public torch::nn::Module {
 
   // sample [B, in_channels, H, W]; timestep: 0-d, [1] or [B], integer or float; encoder_hidden_states
   // [B, L, cross_attention_dim] -> [B, out_channels, H, W] (the noise prediction).
-  // Inputs are moved to the module's device and dtype; the output is in that dtype. Runs under
-  // no-grad mode (plain tensors, safe to update in place). H and W need not be multiples of 2^levels.
+  // Inputs are moved to the module's device and dtype; the output is in that dtype. H and W need not
+  // be multiples of 2^levels. Inference runs under no-grad mode (plain tensors, safe to update in
+  // place). The graph is recorded when grad mode is on and the module is in training mode (train())
+  // or an input requires grad; trainers must call train() (LoRA's frozen parameters included).
   at::Tensor forward(const at::Tensor& sample, const at::Tensor& timestep, const at::Tensor& encoder_hidden_states);
 
   const UNet2DConditionConfig& config() const { return config_; }
@@ -123,10 +125,16 @@ class UNet2DConditionImpl : public torch::nn::Module {
   // Also gives the convolution weights the matching memory format.
   void set_channels_last(bool on);
   bool channels_last() const { return channels_last_; }
+  // diffusers enable_gradient_checkpointing: while training, each down block, the mid block and each
+  // up block keeps no activations and runs again in backward (checkpoint() in nn_blocks.h). Same
+  // gradients, less memory, one more forward of the blocks per step. Off by default.
+  void set_gradient_checkpointing(bool on) { gradient_checkpointing_ = on; }
+  bool gradient_checkpointing() const { return gradient_checkpointing_; }
 
  private:
   UNet2DConditionConfig config_;
   bool channels_last_ = true;
+  bool gradient_checkpointing_ = false;
   torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   TimestepEmbedding time_embedding{nullptr};
   torch::nn::ModuleList down_blocks{nullptr}, up_blocks{nullptr};
