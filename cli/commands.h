@@ -34,6 +34,7 @@ int cmd_init_model(const std::vector<std::string>& args);
 int cmd_config(const std::vector<std::string>& args);
 int cmd_eval(const std::vector<std::string>& args);
 int cmd_train(const std::vector<std::string>& args);
+int cmd_train_generator(const std::vector<std::string>& args);
 int cmd_generate(const std::vector<std::string>& args);
 int cmd_merge(const std::vector<std::string>& args);
 int cmd_export(const std::vector<std::string>& args);

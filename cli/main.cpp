@@ -29,6 +29,7 @@ const std::vector<Command>& commands() {
       {"inspect", "dataset counts, per-identity cosine statistics, a contact sheet", cmd_inspect},
       {"eval", "evaluate: verification on .bin packs, ID similarity, FID, LPIPS diversity, audit against real people; reports comparing runs", cmd_eval},
       {"train", "train an IResNet face recogniser (ArcFace/CosFace/AdaFace) on shards or RecordIO", cmd_train},
+      {"train-generator", "fine-tune the Arc2Face UNet and ID encoder (full or LoRA) on (face, ID vector) pairs", cmd_train_generator},
   };
   return table;
 }
@@ -48,9 +49,11 @@ po::options_description global_options(int* threads, std::string* log_level) {
 
 void print_usage(std::ostream& os, const po::options_description& global) {
   os << "usage: idsynth [global options] <command> [options]\n\ncommands:\n";
+  size_t width = 0;
+  for (const auto& c : commands()) width = std::max(width, std::string(c.name).size());
   for (const auto& c : commands()) {
     std::string name = c.name;
-    name.resize(12, ' ');
+    name.resize(width, ' ');
     os << "  " << name << " " << c.summary << "\n";
   }
   os << "\n" << global
