@@ -78,8 +78,9 @@ ImageHeader check_image_header(const uint8_t* d, size_t n, const std::string& so
   } else if (n >= 30 && std::memcmp(d, "RIFF", 4) == 0 && std::memcmp(d + 8, "WEBP", 4) == 0) {
     h.format = "webp";
     if (std::memcmp(d + 12, "VP8X", 4) == 0) {
-      h.width = 1 + (le32(d + 24) & 0xFFFFFF);
-      h.height = 1 + (le32(d + 27) & 0xFFFFFF);
+      // 24-bit sides at 24 and 27 (the header ends at byte 30; a 32-bit read would pass it)
+      h.width = 1 + (d[24] | (uint32_t{d[25]} << 8) | (uint32_t{d[26]} << 16));
+      h.height = 1 + (d[27] | (uint32_t{d[28]} << 8) | (uint32_t{d[29]} << 16));
       read = true;
     } else if (std::memcmp(d + 12, "VP8L", 4) == 0 && d[20] == 0x2F) {
       const uint32_t bits = le32(d + 21);
@@ -96,7 +97,10 @@ ImageHeader check_image_header(const uint8_t* d, size_t n, const std::string& so
          n, " bytes)");
   }
   IDSYNTH_CHECK(read, source, ": image: expected a readable ", h.format, " header, found a truncated or corrupt one (", n, " bytes)");
-  IDSYNTH_CHECK(h.width > 0 && h.height > 0 && h.width * h.height <= kMaxDecodedPixels, source, ": image: expected at most ",
+  // Each side bounded first: two 32-bit sides multiplied can overflow int64 (found by fuzz_image).
+  IDSYNTH_CHECK(h.width > 0 && h.height > 0 && h.width <= kMaxDecodedPixels && h.height <= kMaxDecodedPixels &&
+                    h.width * h.height <= kMaxDecodedPixels,
+                source, ": image: expected at most ",
                 kMaxDecodedPixels, " pixels (8192 x 8192), found a ", h.format, " header claiming ", h.width, " x ", h.height);
   return h;
 }

@@ -61,6 +61,26 @@ TEST(FuzzRegression, ImageHeaderClaimingHugeSizeIsRefused) {
   EXPECT_LT(ru.ru_maxrss, 1000L * 1024L) << "peak RSS (KiB): the 1.4 GB buffer was allocated";
 }
 
+// fuzz_image (UBSan, signed overflow): a PNG header claiming 3556823287 x 3657392194 pixels made the
+// pixel count overflow int64 in the header check itself; each side is now bounded before the product.
+TEST(FuzzRegression, PngHeaderWithTwoHugeSidesIsRefusedWithoutOverflow) {
+  const std::string png("\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\xd4\x00\xd0\xf7\xd9\xff\x60\x42\x60\x01\x00\x00\x00\x04\x00\x00\x01\x80", 34);
+  const std::string err = error_of([&] {
+    decode_image_rgb(reinterpret_cast<const uint8_t*>(png.data()), png.size(), "huge.png");
+  });
+  EXPECT_EQ(err, "huge.png: image: expected at most 67108864 pixels (8192 x 8192), found a png header claiming 3556823287 x 3657392194");
+}
+
+// fuzz_image (ASan, heap-buffer-overflow): a 30-byte WebP VP8X header: the canvas height was read
+// as 32 bits at byte 27, one byte past the end; it is read as the 24 bits it is.
+TEST(FuzzRegression, WebpVp8xHeaderIsReadWithinItsThirtyBytes) {
+  const std::string webp("\x52\x49\x46\x46\xd8\xff\xe0\x4e\x57\x45\x42\x50\x56\x50\x38\x58\x6f\x67\x61\x2c\xff\xff\x00\x00\x61\x00\x00\x29\xff\x37", 30);
+  const std::string err = error_of([&] {
+    decode_image_rgb(reinterpret_cast<const uint8_t*>(webp.data()), webp.size(), "x.webp");
+  });
+  EXPECT_EQ(err.rfind("x.webp: image: ", 0), 0u) << err;
+}
+
 // The header check reads the size each codec OpenCV writes, without decoding, and refuses other
 // formats and cut headers with one line.
 TEST(ImageHeader, ReadsTheSizeOfEveryAcceptedFormatAndRefusesTheRest) {
