@@ -7,7 +7,9 @@
 // `--what fast`: Arc2Face's LCM-LoRA mode (4 LCM steps, no guidance) against the paper's 25 guided
 // DPM-Solver++ steps, whole images, and the time to fuse a rank-64 LoRA into the SD-1.5 UNet.
 //
-//   bench_nn_unet_step [--what unet|vae|attn|image|fast|all] [--rows N] [--device cpu|cuda] [--steps 25] [--dtype fp32|bf16|all] [--iters N] [--threads N]
+// `--what train`: one SD-1.5 UNet training step (float32, AdamW), with --batch N and --checkpointing 0|1.
+//
+//   bench_nn_unet_step [--what unet|vae|attn|image|fast|train|all] [--batch N] [--checkpointing 0|1] [--rows N] [--device cpu|cuda] [--steps 25] [--dtype fp32|bf16|all] [--iters N] [--threads N]
 //                      [--latent N] [--channels-last 0|1] [--profile PREFIX]
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -60,6 +62,8 @@ struct Args {
   bool channels_last = true;
   int64_t rows = 0;        // --what attn: only this tile height (0: a sweep)
   std::string profile;  // chrome trace of one UNet call (op times), for finding slow ops
+  int64_t batch = 1;    // --what train: images per step
+  bool checkpointing = false;  // --what train: UNet gradient checkpointing
 };
 
 Args parse_args(int argc, char** argv) {
@@ -80,12 +84,14 @@ Args parse_args(int argc, char** argv) {
     else if (key == "--latent") a.latent = std::stoll(value());
     else if (key == "--channels-last") a.channels_last = value() != "0";
     else if (key == "--profile") a.profile = value();
+    else if (key == "--batch") a.batch = std::stoll(value());
+    else if (key == "--checkpointing") a.checkpointing = value() != "0";
     else fail("bench_nn_unet_step: unknown argument '", key,
               "' (expected --what unet|vae|all, --dtype fp32|bf16|all, --iters N, --threads N, --latent N, --channels-last 0|1)");
   }
   IDSYNTH_CHECK(a.what == "unet" || a.what == "vae" || a.what == "attn" || a.what == "image" || a.what == "fast" ||
-                    a.what == "all",
-                "--what: expected unet, vae, attn, image, fast or all, found ", a.what);
+                    a.what == "train" || a.what == "all",
+                "--what: expected unet, vae, attn, image, fast, train or all, found ", a.what);
   IDSYNTH_CHECK(a.iters >= 1, "--iters: expected >= 1, found ", a.iters);
   return a;
 }
@@ -162,6 +168,43 @@ AutoencoderKLConfig sd15_vae_config() {
   c.sample_size = 512;
   c.check();
   return c;
+}
+
+// One SD-1.5 UNet training step (float32 master weights, AdamW over all 860M parameters, MSE to a
+// random target), as train-generator runs it: forward, backward, optimiser, with peak RSS after each.
+// Peak RSS is per process: run once with --checkpointing 0 and once with 1 to compare.
+void bench_train(const Args& args) {
+  UNet2DCondition unet(sd15_unet_config(args.latent));
+  unet->to(g_device);
+  unet->train();
+  unet->set_gradient_checkpointing(args.checkpointing);
+  torch::optim::AdamW adamw(unet->parameters(), torch::optim::AdamWOptions(1e-5));
+  std::printf("train: SD-1.5 UNet, %.1f M parameters, float32 + AdamW, batch %ld, %ldx%ld latents, gradient checkpointing %s, threads %d\n",
+              count_parameters(*unet) / 1e6, static_cast<long>(args.batch), static_cast<long>(args.latent),
+              static_cast<long>(args.latent), args.checkpointing ? "on" : "off", at::get_num_threads());
+  torch::manual_seed(0);
+  const auto x = torch::randn({args.batch, 4, args.latent, args.latent}).to(g_device);
+  const auto target = torch::randn({args.batch, 4, args.latent, args.latent}).to(g_device);
+  const auto ehs = torch::randn({args.batch, 77, 768}).to(g_device);
+  const auto t = torch::randint(0, 1000, {args.batch}, torch::kLong).to(g_device);
+  for (int i = 0; i < args.iters; ++i) {
+    log::Stopwatch w;
+    const at::Tensor loss = torch::mse_loss(unet->forward(x, t, ehs), target);
+    if (g_device.is_cuda()) torch::cuda::synchronize();
+    const double forward = w.seconds(), rss_forward = peak_rss_gib();
+    loss.backward();
+    if (g_device.is_cuda()) torch::cuda::synchronize();
+    const double backward = w.seconds() - forward, rss_backward = peak_rss_gib();
+    adamw.step();
+    adamw.zero_grad();
+    if (g_device.is_cuda()) torch::cuda::synchronize();
+    const double total = w.seconds();
+    std::printf("train step %d: forward %.1f s (peak RSS %.2f GiB), backward %.1f s (peak RSS %.2f GiB), AdamW %.1f s; "
+                "%.1f s/step, %.3f samples/s | peak RSS %.2f GiB\n",
+                i + 1, forward, rss_forward, backward, rss_backward, total - forward - backward, total,
+                static_cast<double>(args.batch) / total, peak_rss_gib());
+    std::fflush(stdout);
+  }
 }
 
 void bench_unet(const Args& args) {
@@ -387,6 +430,7 @@ int main(int argc, char** argv) {
     if (args.what == "attn") bench_attention(args);
     if (args.what == "image") bench_image(args);
     if (args.what == "fast") bench_fast(args);
+    if (args.what == "train") bench_train(args);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_nn_unet_step: %s\n", e.what());
     return 1;
