@@ -7,13 +7,6 @@
 
 namespace idsynth::dataset {
 
-uint64_t splitmix64(uint64_t x) {
-  uint64_t z = x + 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
 uint64_t image_seed(uint64_t run_seed, int64_t identity, int64_t image, int64_t attempt) {
   uint64_t h = splitmix64(run_seed);
   h = splitmix64(h ^ static_cast<uint64_t>(identity));

@@ -3,6 +3,8 @@
 // device count, task count or restarts (DESIGN.md, "Seeds").
 #pragma once
 
+#include "core/splitmix.h"
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -10,7 +12,7 @@
 namespace idsynth::dataset {
 
 // SplitMix64's output function (Steele, Lea, Flood 2014; the finaliser of java.util.SplittableRandom).
-uint64_t splitmix64(uint64_t x);
+using idsynth::splitmix64;  // core/splitmix.h
 
 // seed(run, identity, image, attempt): SplitMix64 applied in turn to the run seed and each index,
 //   h = splitmix64(run); h = splitmix64(h ^ identity); h = splitmix64(h ^ image); h = splitmix64(h ^ attempt).

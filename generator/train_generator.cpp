@@ -27,6 +27,7 @@
 #include "core/json.h"
 #include "core/log.h"
 #include "core/safetensors.h"
+#include "core/splitmix.h"
 #include "core/stop_signals.h"
 #include "core/svg_chart.h"
 #include "core/weights.h"
@@ -47,13 +48,6 @@ namespace fs = std::filesystem;
 constexpr const char* kCheckpointFormat = "idsynth-train-generator-checkpoint";
 
 using Named = std::vector<std::pair<std::string, at::Tensor>>;
-
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
 
 // The generator of one batch position's draws: independent of every other position, so a resumed
 // run draws what the uninterrupted one drew.

@@ -16,6 +16,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "core/check.h"
+#include "core/splitmix.h"
 #include "core/file_util.h"
 #include "core/hashing.h"
 #include "core/log.h"
@@ -38,32 +39,10 @@ constexpr int64_t kEmbedBatch = 32;  // images decoded and embedded per recognis
 constexpr const char* kCacheFormat = "idsynth-train-generator-vectors-1";
 constexpr const char* kCacheKey = "idsynth_vector_cache_key";
 
-// SplitMix64 (the same mixer as recognition/train_data.cpp, whose copy is file-local): per-sample
-// generators are seeded from (seed, epoch, position) so a batch does not depend on threads or restarts.
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-uint64_t mix(uint64_t a, uint64_t b) {
-  uint64_t s = a ^ (b * 0x9e3779b97f4a7c15ULL);
-  splitmix64(s);
-  return splitmix64(s);
-}
-
-class Rng {
- public:
-  explicit Rng(uint64_t seed) : state_(seed) {}
-  double uniform() { return static_cast<double>(splitmix64(state_) >> 11) * (1.0 / 9007199254740992.0); }
-  int64_t randint(int64_t lo, int64_t hi) {  // inclusive, as torch.randint(lo, hi + 1)
-    return lo + static_cast<int64_t>(splitmix64(state_) % static_cast<uint64_t>(hi - lo + 1));
-  }
-
- private:
-  uint64_t state_;
-};
+// Per-sample generators are seeded from (seed, epoch, position) (core/splitmix.h) so a batch does not
+// depend on threads or restarts.
+using Rng = SplitMixRng;
+uint64_t mix(uint64_t a, uint64_t b) { return mix_seeds(a, b); }
 
 bool is_image_file(const fs::path& p) {
   std::string ext = p.extension().string();

@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "core/check.h"
+#include "core/splitmix.h"
 #include "core/file_util.h"
 #include "core/log.h"
 #include "formats/image.h"
@@ -30,33 +31,8 @@ namespace fs = std::filesystem;
 
 constexpr int kSize = 112;                   // training crop side
 
-// SplitMix64: the seed mixer and the per-sample generator.
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-  return z ^ (z >> 31);
-}
-
-uint64_t mix(uint64_t a, uint64_t b) {
-  uint64_t s = a ^ (b * 0x9e3779b97f4a7c15ULL);
-  splitmix64(s);
-  return splitmix64(s);
-}
-
-class Rng {
- public:
-  explicit Rng(uint64_t seed) : state_(seed) {}
-  double uniform() { return static_cast<double>(splitmix64(state_) >> 11) * (1.0 / 9007199254740992.0); }
-  double uniform(double a, double b) { return a + (b - a) * uniform(); }
-  bool chance(double p) { return p > 0 && uniform() < p; }
-  int64_t randint(int64_t lo, int64_t hi) {  // inclusive
-    return lo + static_cast<int64_t>(splitmix64(state_) % static_cast<uint64_t>(hi - lo + 1));
-  }
-
- private:
-  uint64_t state_;
-};
+using Rng = SplitMixRng;
+uint64_t mix(uint64_t a, uint64_t b) { return mix_seeds(a, b); }
 
 // ---------------------------------------------------------------------------------------------
 // Sources: the readers of formats/ behind the ImageSource interface
@@ -274,7 +250,7 @@ std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) 
   for (int64_t i = 0; i < n; ++i) perm[static_cast<size_t>(i)] = i;
   uint64_t state = mix(seed, static_cast<uint64_t>(epoch) + 1);
   for (int64_t i = n - 1; i > 0; --i) {
-    const int64_t j = static_cast<int64_t>(splitmix64(state) % static_cast<uint64_t>(i + 1));
+    const int64_t j = static_cast<int64_t>(splitmix64_next(state) % static_cast<uint64_t>(i + 1));
     std::swap(perm[static_cast<size_t>(i)], perm[static_cast<size_t>(j)]);
   }
   return perm;
