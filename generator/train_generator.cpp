@@ -38,6 +38,7 @@
 #include "generator/single_file.h"
 #include "generator/train_generator_data.h"
 #include "recognition/train_optim.h"
+#include "recognition/trainer.h"
 
 namespace idsynth::generator {
 
@@ -331,16 +332,7 @@ GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const Gene
   // 6. resume
   int64_t step = 0;
   std::vector<LogRow> log_rows;
-  std::string resume_path = resume;
-  if (resume == "auto") {
-    resume_path.clear();
-    if (fs::is_directory(cfg.run.output))
-      for (const auto& e : fs::directory_iterator(cfg.run.output)) {
-        const std::string n = e.path().filename().string();
-        if (n.rfind("checkpoint-", 0) == 0 && e.path().extension() == ".safetensors" && e.path().string() > resume_path)
-          resume_path = e.path().string();
-      }
-  }
+  const std::string resume_path = resume == "auto" ? recognition::latest_checkpoint(cfg.run.output) : resume;
   if (!resume_path.empty()) {
     const SafeTensorsFile file(resume_path);
     const auto& meta = file.metadata();
