@@ -29,6 +29,7 @@ const std::vector<Command>& commands();
 
 int cmd_weights(const std::vector<std::string>& args);
 int cmd_embed(const std::vector<std::string>& args);
+int cmd_draw_faces(const std::vector<std::string>& args);
 int cmd_identities(const std::vector<std::string>& args);
 int cmd_init_model(const std::vector<std::string>& args);
 int cmd_config(const std::vector<std::string>& args);

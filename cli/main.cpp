@@ -17,6 +17,7 @@ namespace idsynth::cli {
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
       {"init-model", "write a small random-weight Arc2Face model in the real file layout", cmd_init_model},
+      {"draw-faces", "faces with known identities from a procedural renderer: folders, RecordIO or a .bin pack", cmd_draw_faces},
       {"identities", "sample well-separated synthetic identity vectors", cmd_identities},
       {"sample", "identity vectors -> Arc2Face face images (PNG) and a sample.json record", cmd_sample},
       {"embed", "photos -> L2-normalised identity vectors (SCRFD, ArcFace alignment, ArcFace/IResNet)", cmd_embed},

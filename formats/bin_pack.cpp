@@ -5,7 +5,9 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <algorithm>
 #include <cstring>
+#include <functional>
 
 #include "core/check.h"
 #include "core/file_util.h"
@@ -99,6 +101,34 @@ at::Tensor decode_bin_images(const BinPack& pack, int64_t begin, int64_t end) {
   }
   if (!out.defined()) out = at::empty({0, 0, 0, 3}, at::kByte);
   return out;
+}
+
+void write_bin(const std::string& path, const BinPack& pack) {
+  IDSYNTH_CHECK(pack.images.size() == 2 * pack.issame.size(), path, ": expected 2 images per pair, found ", pack.images.size(),
+                " images for ", pack.issame.size(), " pairs");
+  std::string out = "\x80\x03";  // PROTO 3
+  auto put_u32 = [&](uint32_t n) {
+    for (int k = 0; k < 4; ++k) out.push_back(static_cast<char>((n >> (8 * k)) & 0xff));
+  };
+  // Lists are written as EMPTY_LIST, MARK, items, APPENDS (pickle batches 1000 items per APPENDS).
+  auto put_list = [&](size_t count, const std::function<void(size_t)>& item) {
+    out += "]";
+    for (size_t begin = 0; begin < count; begin += 1000) {
+      out += "(";
+      for (size_t i = begin; i < std::min(count, begin + 1000); ++i) item(i);
+      out += "e";
+    }
+  };
+  put_list(pack.images.size(), [&](size_t i) {
+    const std::string& img = pack.images[i];
+    IDSYNTH_CHECK(img.size() < (uint64_t{1} << 32), path, ": image ", i, " is larger than 4 GiB");
+    out += "B";  // BINBYTES: uint32 length, bytes
+    put_u32(static_cast<uint32_t>(img.size()));
+    out += img;
+  });
+  put_list(pack.issame.size(), [&](size_t i) { out += pack.issame[i] ? "\x88" : "\x89"; });  // NEWTRUE / NEWFALSE
+  out += "\x86.";  // TUPLE2, STOP
+  write_file_atomic(path, out);
 }
 
 }  // namespace idsynth::formats

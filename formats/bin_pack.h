@@ -35,4 +35,8 @@ BinPack read_bin(const std::string& path);
 // image must decode and have the size of the first one in the range; errors name file and index.
 at::Tensor decode_bin_images(const BinPack& pack, int64_t begin, int64_t end);
 
+// Writes a pack as Python 3's pickle protocol 3 writes (list of bytes, list of bool): what
+// pickle.load(f, encoding='bytes') in insightface's load_bin reads. Atomic (a temporary file renamed).
+void write_bin(const std::string& path, const BinPack& pack);
+
 }  // namespace idsynth::formats

@@ -93,10 +93,14 @@ void write_json(const fs::path& path, const json::Value& v) {
 std::string write_random_model(const std::string& out_dir, const ModelInitOptions& o) {
   IDSYNTH_CHECK(o.layout == "diffusers" || o.layout == "arc2face", "init-model: --layout: expected diffusers or arc2face, found '",
                 o.layout, "'");
-  IDSYNTH_CHECK(o.size == "tiny" || o.size == "small", "init-model: --size: expected tiny or small, found '", o.size, "'");
+  IDSYNTH_CHECK(o.size == "tiny" || o.size == "small" || o.size == "miniature",
+                "init-model: --size: expected tiny, small or miniature, found '", o.size, "'");
   IDSYNTH_CHECK(o.text_hidden_size >= 8 && o.text_hidden_size % 4 == 0 && o.text_hidden_size <= 1024,
                 "init-model: --text-hidden-size: expected a multiple of 4 in [8, 1024], found ", o.text_hidden_size);
-  const int64_t width = o.size == "tiny" ? 32 : 64;
+  const int64_t width = o.size == "small" ? 64 : 32;
+  // miniature: the size docs/miniature.md trains on two cores: 32x32 images through a 4x VAE, so the
+  // UNet works on 8x8 latents.
+  const bool miniature = o.size == "miniature";
   const fs::path root(out_dir);
   fs::create_directories(root);
 
@@ -113,7 +117,7 @@ std::string write_random_model(const std::string& out_dir, const ModelInitOption
   text.check();
 
   UNet2DConditionConfig unet;
-  unet.sample_size = 16;
+  unet.sample_size = miniature ? 8 : 16;
   unet.block_out_channels = {width, 2 * width, 2 * width};
   unet.down_block_types = {"CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"};
   unet.up_block_types = {"UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"};
@@ -124,9 +128,15 @@ std::string write_random_model(const std::string& out_dir, const ModelInitOption
   unet.check();
 
   AutoencoderKLConfig vae;
-  vae.block_out_channels = {width, 2 * width};
-  vae.down_block_types = {"DownEncoderBlock2D", "DownEncoderBlock2D"};
-  vae.up_block_types = {"UpDecoderBlock2D", "UpDecoderBlock2D"};
+  if (miniature) {
+    vae.block_out_channels = {width, 2 * width, 2 * width};
+    vae.down_block_types = {"DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"};
+    vae.up_block_types = {"UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"};
+  } else {
+    vae.block_out_channels = {width, 2 * width};
+    vae.down_block_types = {"DownEncoderBlock2D", "DownEncoderBlock2D"};
+    vae.up_block_types = {"UpDecoderBlock2D", "UpDecoderBlock2D"};
+  }
   vae.layers_per_block = 1;
   vae.sample_size = 32;
   vae.check();
