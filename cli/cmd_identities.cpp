@@ -17,7 +17,7 @@ namespace idsynth::cli {
 
 int cmd_identities(const std::vector<std::string>& args) {
   dataset::IdentitySamplerOptions o;
-  std::string gallery, out;
+  std::string gallery, like, out;
   int64_t seed = 0;
   po::options_description opts("options");
   SharedOptions shared;
@@ -28,10 +28,13 @@ int cmd_identities(const std::vector<std::string>& args) {
       "accept a vector only if its cosine to every accepted one is below this")(
       "gallery", po::value<std::string>(&gallery), "real people's embeddings [G, dim] to stay away from (.npy, safetensors or torch file)")(
       "max-gallery-similarity", po::value<double>(&o.max_gallery_similarity)->default_value(0.3),
-      "maximum cosine to any gallery vector")("seed", po::value<int64_t>(&seed)->default_value(0), "random seed")(
+      "maximum cosine to any gallery vector")(
+      "like", po::value<std::string>(&like),
+      "draw from the Gaussian fitted to these embeddings [L, dim] (mean, covariance) instead of the isotropic one: "
+      "faces the recogniser knows, when it uses few directions of its space")("seed", po::value<int64_t>(&seed)->default_value(0), "random seed")(
       "out", po::value<std::string>(&out)->required(), "output .safetensors (tensor 'ids', [count, dim] float32)");
   auto parsed = parse_args("identities", "--count N [--dim 512] [--max-similarity 0.3] --out ids.safetensors",
-                           "Samples Gaussian unit vectors, keeping each only if its cosine to every kept vector (and\n"
+                           "Samples Gaussian unit vectors (isotropic, or fitted to --like), keeping each only if its cosine to every kept vector (and\n"
                            "to every gallery vector) is below the threshold, and reports the acceptance rate and the\n"
                            "nearest-neighbour similarity histogram.",
                            opts, args, nullptr, &shared);
@@ -39,6 +42,7 @@ int cmd_identities(const std::vector<std::string>& args) {
   o.seed = static_cast<uint64_t>(seed);
   o.device = shared.device_value();
   if (!gallery.empty()) o.gallery = formats::read_vector_rows(gallery, "--gallery");
+  if (!like.empty()) o.like = formats::read_vector_rows(like, "--like");
   log::Stopwatch timer;
   const auto sample = dataset::sample_identities(o);
   save_safetensors(out, {{"ids", sample.ids}},

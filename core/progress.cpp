@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "core/check.h"
 #include "core/log.h"
 
 namespace idsynth {
@@ -32,7 +33,19 @@ std::string Progress::format_duration(double s) {
 
 void Progress::advance(int64_t n) {
   done_ += n;
-  if (tty_) draw(false);
+  if (tty_) {
+    draw(false);
+  } else if (log::enabled(log::Level::info)) {
+    // Logs and pipes (a Slurm job's output, a script's) get a line every 30 s instead of the bar.
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_draw_ < std::chrono::seconds(30)) return;
+    last_draw_ = now;
+    const int64_t done = done_.load();
+    const double elapsed = elapsed_seconds(), rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
+    LOG_INF(label_, ": ", done, "/", total_, " ", unit_, ", ", format_number("%.2f", rate), " ", unit_, "/s, ETA ",
+            format_duration(rate > 0 ? static_cast<double>(total_ - done) / rate : -1.0), note_.empty() ? "" : ", ", note_);
+  }
 }
 
 void Progress::set_note(const std::string& note) {

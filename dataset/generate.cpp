@@ -407,6 +407,7 @@ at::Tensor load_or_make_identities(const GenerateConfig& cfg, std::string* repor
     o.dim = cfg.identities.dim;
     o.max_similarity = cfg.identities.max_similarity;
     o.seed = static_cast<uint64_t>(cfg.identities.seed);
+    if (!cfg.identities.like.empty()) o.like = formats::read_vector_rows(cfg.identities.like, "identities.like");
     if (!cfg.identities.gallery.empty()) {
       o.gallery = formats::read_vector_rows(cfg.identities.gallery, "identities.gallery");
       o.max_gallery_similarity = cfg.identities.max_gallery_similarity;

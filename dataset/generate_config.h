@@ -61,6 +61,7 @@ struct IdentitiesConfig {
   double max_similarity = 0.3;
   std::string gallery;
   double max_gallery_similarity = 1.0;
+  std::string like;
   std::string from_file;
   int64_t seed = 0;
   void visit(config::Visitor& v) {
@@ -69,6 +70,7 @@ struct IdentitiesConfig {
     v.field("max_similarity", max_similarity, "accept a new identity only if its cosine to every accepted one is below this", {-1.0, 1.0});
     v.field("gallery", gallery, "safetensors/.npy of real people's embeddings to stay away from (empty: none)");
     v.field("max_gallery_similarity", max_gallery_similarity, "maximum cosine to any gallery vector", {-1.0, 1.0});
+    v.field("like", like, "safetensors/.npy of embeddings whose distribution (mean, covariance) new identities are drawn from (empty: isotropic, as Arc2Face)");
     v.field("from_file", from_file, "use these identity vectors (safetensors/.npy) instead of sampling");
     v.field("seed", seed, "seed of the identity sampler (separate from generation.seed)", {0, (int64_t{1} << 53)});
   }

@@ -28,14 +28,31 @@ IdentitySample sample_identities(const IdentitySamplerOptions& o, int bins) {
     gallery = o.gallery.to(o.device, at::kFloat);
     gallery = gallery / gallery.norm(2, 1, true).clamp_min(1e-12);
   }
+  // A fitted Gaussian: candidates are mean + z L^T with L L^T the covariance of the unit `like`
+  // rows, plus a ridge of 1e-3 of the mean variance so that directions they never use stay open.
+  at::Tensor like_mean, like_factor;
+  if (o.like.defined()) {
+    IDSYNTH_CHECK(o.like.dim() == 2 && o.like.size(1) == o.dim && o.like.size(0) >= 2, "identities.like: expected [L >= 2, ",
+                  o.dim, "] vectors, found ", o.like.sizes());
+    at::Tensor x = o.like.to(at::kDouble);
+    x = x / x.norm(2, 1, true).clamp_min(1e-12);
+    like_mean = x.mean(0);
+    const at::Tensor centred = x - like_mean;
+    at::Tensor cov = at::matmul(centred.t(), centred) / static_cast<double>(x.size(0) - 1);
+    cov += at::eye(o.dim, at::kDouble) * (1e-3 * cov.diagonal().mean().item<double>() + 1e-12);
+    like_factor = at::linalg_cholesky(cov).to(at::kFloat);
+    like_mean = like_mean.to(at::kFloat);
+  }
   // Accepted vectors live in one preallocated device buffer; `n` rows are filled.
   at::Tensor accepted = at::empty({o.count, o.dim}, f32.device(o.device));
   int64_t n = 0, drawn = 0;
   const float thr = static_cast<float>(o.max_similarity);
   while (n < o.count) {
     IDSYNTH_CHECK(drawn < limit, "identities: only ", n, " of ", o.count, " identities found after ", drawn,
-                  " candidates: max_similarity ", o.max_similarity, " is too strict for dimension ", o.dim);
+                  " candidates: max_similarity ", o.max_similarity, " is too strict for dimension ", o.dim,
+                  o.like.defined() ? " and the spread of identities.like" : "");
     at::Tensor cand = at::randn({o.batch, o.dim}, gen, f32);
+    if (like_factor.defined()) cand = at::matmul(cand, like_factor.t()) + like_mean;
     drawn += o.batch;
     cand = (cand / cand.norm(2, 1, true)).to(o.device);
     // 1. Against everything accepted so far and the gallery: a batched product on the device.

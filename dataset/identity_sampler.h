@@ -17,6 +17,10 @@ struct IdentitySamplerOptions {
   int64_t dim = 512;
   double max_similarity = 0.3;
   at::Tensor gallery;                   // [G, dim] or undefined
+  // [L, dim] or undefined: draw candidates from the Gaussian fitted to these (unit) vectors, mean
+  // and covariance, instead of the isotropic one. A recogniser trained on a small face domain
+  // uses few directions of its space; isotropic vectors there are not faces it knows.
+  at::Tensor like;
   double max_gallery_similarity = 1.0;  // used when gallery is defined
   uint64_t seed = 0;
   int64_t batch = 4096;                 // candidates drawn per round
@@ -34,8 +38,9 @@ struct IdentitySample {
   double nearest_mean = 0.0;
 };
 
-// Candidates are Gaussian vectors drawn from one CPU generator seeded `seed`, normalised, and
-// accepted in draw order (greedy), so the result depends only on the options.
+// Candidates are Gaussian vectors (isotropic, or fitted to `like`) drawn from one CPU generator
+// seeded `seed`, normalised, and accepted in draw order (greedy), so the result depends only on the
+// options.
 IdentitySample sample_identities(const IdentitySamplerOptions& options, int bins = 40);
 
 // A printable report: acceptance rate and the histogram as text bars.

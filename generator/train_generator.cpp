@@ -259,7 +259,8 @@ GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const Gene
                 vae_factor, " (or 0 with a UNet sample_size), found ", resolution);
 
   // 3. data
-  const GeneratorTrainData data(cfg.data, resolution, (fs::path(cfg.run.output) / "id_vectors.safetensors").string());
+  const GeneratorTrainData data(cfg.data, resolution, (fs::path(cfg.run.output) / "id_vectors.safetensors").string(),
+                                cfg.train.target != "vae");
   IDSYNTH_CHECK(data.id_width() <= encoder.hidden_size(), "train-generator: data: the ID vectors are ", data.id_width(),
                 " wide, but the encoder (", paths.text_encoder.config.empty() ? paths.text_encoder.weights : paths.text_encoder.config,
                 " hidden_size) takes at most ", encoder.hidden_size(), "; use the recogniser the model was trained with");
@@ -412,9 +413,13 @@ GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const Gene
   // 7. the sample grid: rows = the first pairs of distinct ID vectors, first column their image
   std::vector<int64_t> grid_pairs;
   for (int64_t i = 0; i < data.size() && static_cast<int64_t>(grid_pairs.size()) < cfg.samples.identities; ++i) {
-    const at::Tensor v = data.id_vector(i);
     bool distinct = true;
-    for (int64_t j : grid_pairs) distinct = distinct && (v * data.id_vector(j)).sum().item<double>() < 0.999 * v.norm().item<double>() * data.id_vector(j).norm().item<double>();
+    if (train_vae) {  // no vectors: rows of distinct labels
+      for (int64_t j : grid_pairs) distinct = distinct && data.label(i) != data.label(j);
+    } else {
+      const at::Tensor v = data.id_vector(i);
+      for (int64_t j : grid_pairs) distinct = distinct && (v * data.id_vector(j)).sum().item<double>() < 0.999 * v.norm().item<double>() * data.id_vector(j).norm().item<double>();
+    }
     if (distinct) grid_pairs.push_back(i);
   }
   std::vector<std::string> grids;

@@ -480,7 +480,7 @@ void GeneratorTrainData::Impl::compute_vectors(const std::string& cache_path) {
 // ---------------------------------------------------------------------------------------------
 
 GeneratorTrainData::GeneratorTrainData(const GeneratorDataConfig& cfg, int64_t resolution,
-                                       const std::string& cache_path)
+                                       const std::string& cache_path, bool need_vectors)
     : impl_(std::make_unique<Impl>()) {
   Impl& d = *impl_;
   d.cfg = cfg;
@@ -503,7 +503,14 @@ GeneratorTrainData::GeneratorTrainData(const GeneratorDataConfig& cfg, int64_t r
   IDSYNTH_CHECK(!d.refs.empty(), cfg.paths[0], ": data.paths: expected face images, the sources hold none");
   IDSYNTH_CHECK(size() >= cfg.batch_size, "data.batch_size: expected at most the ", size(), " training pairs, found ",
                 cfg.batch_size);
-  d.compute_vectors(cache_path);
+  if (need_vectors) {
+    d.compute_vectors(cache_path);
+  } else {
+    d.vectors = at::zeros({size(), 0}, at::kFloat);
+    LOG_INF("generator training data: ", size(), " images from ", d.sources.size(), " source(s), images ", d.resolution, "x",
+            d.resolution);
+    return;
+  }
   LOG_INF("generator training data: ", size(), " pairs from ", d.sources.size(), " source(s), ID vectors of width ",
           id_width(), " (", cfg.id_vector, "), images ", d.resolution, "x", d.resolution);
 }

@@ -74,7 +74,9 @@ class GeneratorTrainData {
   // not empty). Throws one line naming the file for: an unreadable or empty source, a folder image
   // without a face (alignment: detect), a recogniser missing where one is needed, vectors of
   // different widths. The image size is cfg.resolution when set, else `resolution` (the model's).
-  GeneratorTrainData(const GeneratorDataConfig& cfg, int64_t resolution, const std::string& cache_path);
+  // Without `need_vectors` (training the VAE) no vector is computed and id_width() is 0.
+  GeneratorTrainData(const GeneratorDataConfig& cfg, int64_t resolution, const std::string& cache_path,
+                     bool need_vectors = true);
   ~GeneratorTrainData();
 
   int64_t size() const;
