@@ -33,19 +33,7 @@ std::string Progress::format_duration(double s) {
 
 void Progress::advance(int64_t n) {
   done_ += n;
-  if (tty_) {
-    draw(false);
-  } else if (log::enabled(log::Level::info)) {
-    // Logs and pipes (a Slurm job's output, a script's) get a line every 30 s instead of the bar.
-    std::lock_guard<std::mutex> lock(mutex_);
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_draw_ < std::chrono::seconds(30)) return;
-    last_draw_ = now;
-    const int64_t done = done_.load();
-    const double elapsed = elapsed_seconds(), rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
-    LOG_INF(label_, ": ", done, "/", total_, " ", unit_, ", ", format_number("%.2f", rate), " ", unit_, "/s, ETA ",
-            format_duration(rate > 0 ? static_cast<double>(total_ - done) / rate : -1.0), note_.empty() ? "" : ", ", note_);
-  }
+  if (tty_ || log::enabled(log::Level::info)) draw(false);
 }
 
 void Progress::set_note(const std::string& note) {
@@ -56,12 +44,19 @@ void Progress::set_note(const std::string& note) {
 void Progress::draw(bool force) {
   std::lock_guard<std::mutex> lock(mutex_);
   auto now = std::chrono::steady_clock::now();
-  if (!force && now - last_draw_ < std::chrono::milliseconds(200)) return;
+  // A terminal gets a redrawn bar; logs and pipes (a Slurm job's output, a script's) a line every 30 s.
+  const auto interval = tty_ ? std::chrono::milliseconds(200) : std::chrono::milliseconds(30000);
+  if (!force && now - last_draw_ < interval) return;
   last_draw_ = now;
   const int64_t done = done_.load();
   const double elapsed = elapsed_seconds();
   const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
   const double eta = rate > 0 ? static_cast<double>(total_ - done) / rate : -1.0;
+  if (!tty_) {
+    LOG_INF(label_, ": ", done, "/", total_, " ", unit_, ", ", format_number("%.2f", rate), " ", unit_, "/s, ETA ",
+            format_duration(eta), note_.empty() ? "" : ", ", note_);
+    return;
+  }
   constexpr int kWidth = 24;
   const int filled = total_ > 0 ? static_cast<int>(kWidth * std::min<int64_t>(done, total_) / total_) : 0;
   std::string bar(static_cast<size_t>(filled), '=');

@@ -5,7 +5,7 @@
 # shards only -> verification on drawn identities it has never seen, beside an FR model of the same
 # size trained on the drawn faces themselves.
 #
-#   scripts/miniature.sh [OUT]         about 30 min on 2 cores; OUT defaults to miniature-out
+#   scripts/miniature.sh [OUT]         37 min on 2 cores here; OUT defaults to miniature-out
 #   scripts/miniature.sh --ci [OUT]    the CI-sized variant (a few minutes, smaller everything)
 #
 # Every stage is a normal idsynth command with a config under configs/miniature/; the script only

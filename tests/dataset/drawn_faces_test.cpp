@@ -22,6 +22,22 @@ namespace fs = std::filesystem;
 
 bool same_pixels(const cv::Mat& a, const cv::Mat& b) { return a.size() == b.size() && cv::norm(a, b, cv::NORM_INF) == 0; }
 
+cv::Mat decode(const std::string& bytes) {
+  return formats::decode_image_rgb(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "test image");
+}
+
+DrawFacesOptions options(int64_t identities, int64_t images, uint64_t seed, int size, const std::string& format,
+                         const std::string& out) {
+  DrawFacesOptions o;
+  o.identities = identities;
+  o.images_per_identity = images;
+  o.seed = seed;
+  o.size = size;
+  o.format = format;
+  o.out = out;
+  return o;
+}
+
 TEST(DrawnFaces, AnImageIsAFunctionOfSeedIdentityAndImage) {
   const cv::Mat a = draw_face(3, 5, 7, 32);
   EXPECT_EQ(a.rows, 32);
@@ -56,14 +72,8 @@ TEST(DrawnFaces, OtherSeedsAreOtherPeople) {
 
 TEST(DrawnFaces, BinPackHoldsTheDrawnPairs) {
   const std::string dir = test::temp_dir("drawn_bin");
-  DrawFacesOptions o;
-  o.identities = 6;
-  o.images_per_identity = 4;
-  o.seed = 9;
-  o.size = 24;
-  o.format = "bin";
+  DrawFacesOptions o = options(6, 4, 9, 24, "bin", dir + "/sub/v.bin");
   o.pairs = 11;
-  o.out = dir + "/sub/v.bin";
   EXPECT_EQ(draw_faces(o).images, 22);
   const formats::BinPack pack = formats::read_bin(o.out);
   ASSERT_EQ(pack.num_pairs(), 11);
@@ -77,24 +87,14 @@ TEST(DrawnFaces, BinPackHoldsTheDrawnPairs) {
     if (q.same) {
       EXPECT_NE(q.image_a, q.image_b);
     }
-    const cv::Mat a = formats::decode_image_rgb(reinterpret_cast<const uint8_t*>(pack.images[2 * p].data()),
-                                                pack.images[2 * p].size(), "a");
-    EXPECT_TRUE(same_pixels(a, draw_face(9, q.identity_a, q.image_a, 24))) << "pair " << p;
-    const cv::Mat b = formats::decode_image_rgb(reinterpret_cast<const uint8_t*>(pack.images[2 * p + 1].data()),
-                                                pack.images[2 * p + 1].size(), "b");
-    EXPECT_TRUE(same_pixels(b, draw_face(9, q.identity_b, q.image_b, 24))) << "pair " << p;
+    EXPECT_TRUE(same_pixels(decode(pack.images[2 * p]), draw_face(9, q.identity_a, q.image_a, 24))) << "pair " << p;
+    EXPECT_TRUE(same_pixels(decode(pack.images[2 * p + 1]), draw_face(9, q.identity_b, q.image_b, 24))) << "pair " << p;
   }
 }
 
 TEST(DrawnFaces, RecordIoAndFoldersHoldEveryImageWithItsLabel) {
   const std::string dir = test::temp_dir("drawn_train");
-  DrawFacesOptions o;
-  o.identities = 3;
-  o.images_per_identity = 5;
-  o.seed = 2;
-  o.size = 16;
-  o.format = "recordio";
-  o.out = dir + "/rec";
+  DrawFacesOptions o = options(3, 5, 2, 16, "recordio", dir + "/rec");
   o.sheet = dir + "/sheet.png";
   draw_faces(o);
   formats::RecordIOReader reader(o.out + "/train.rec", o.out + "/train.idx");
@@ -104,8 +104,7 @@ TEST(DrawnFaces, RecordIoAndFoldersHoldEveryImageWithItsLabel) {
     std::string payload;
     const formats::IRHeader h = formats::unpack_irheader(reader.read(keys[k]), &payload, "rec");
     EXPECT_EQ(static_cast<int64_t>(h.label), static_cast<int64_t>(k) / 5);
-    const cv::Mat img = formats::decode_image_rgb(reinterpret_cast<const uint8_t*>(payload.data()), payload.size(), "rec");
-    EXPECT_TRUE(same_pixels(img, draw_face(2, static_cast<int64_t>(k) / 5, static_cast<int64_t>(k) % 5, 16))) << k;
+    EXPECT_TRUE(same_pixels(decode(payload), draw_face(2, static_cast<int64_t>(k) / 5, static_cast<int64_t>(k) % 5, 16))) << k;
   }
   EXPECT_TRUE(fs::exists(o.out + "/identities.json"));
   const cv::Mat sheet = formats::read_image_rgb(o.sheet);
