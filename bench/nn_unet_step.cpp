@@ -9,7 +9,12 @@
 //
 // `--what train`: one SD-1.5 UNet training step (float32, AdamW), with --batch N and --checkpointing 0|1.
 //
-//   bench_nn_unet_step [--what unet|vae|attn|image|fast|train|all] [--batch N] [--checkpointing 0|1] [--rows N] [--device cpu|cuda] [--steps 25] [--dtype fp32|bf16|all] [--iters N] [--threads N]
+// `--what kernels`: the three products an SD-1.5 UNet step is made of (a 320-wide projection over
+// 4096 tokens, a 3x3 320-channel convolution at 64x64, one head-batch of 4096x4096 attention scores)
+// in float32 and in each lower precision, on raw libtorch ops: whether this CPU's bfloat16 kernels
+// are worth using (core/device.h runtime_dtype).
+//
+//   bench_nn_unet_step [--what unet|vae|attn|image|fast|train|kernels|all] [--batch N] [--checkpointing 0|1] [--rows N] [--device cpu|cuda] [--steps 25] [--dtype fp32|bf16|all] [--iters N] [--threads N]
 //                      [--latent N] [--channels-last 0|1] [--profile PREFIX]
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -24,6 +29,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -90,8 +96,8 @@ Args parse_args(int argc, char** argv) {
               "' (expected --what unet|vae|all, --dtype fp32|bf16|all, --iters N, --threads N, --latent N, --channels-last 0|1)");
   }
   IDSYNTH_CHECK(a.what == "unet" || a.what == "vae" || a.what == "attn" || a.what == "image" || a.what == "fast" ||
-                    a.what == "train" || a.what == "all",
-                "--what: expected unet, vae, attn, image, fast, train or all, found ", a.what);
+                    a.what == "train" || a.what == "kernels" || a.what == "all",
+                "--what: expected unet, vae, attn, image, fast, train, kernels or all, found ", a.what);
   IDSYNTH_CHECK(a.iters >= 1, "--iters: expected >= 1, found ", a.iters);
   return a;
 }
@@ -243,6 +249,44 @@ void bench_unet(const Args& args) {
 
 // The self-attention of SD-1.5's first level (batch 2 x 8 heads, 4096 tokens, 40 channels): the
 // tiled reference form (bmm, scale, softmax, bmm in 128 MiB tiles) against cache-sized tiles.
+void bench_kernels(const Args& args) {
+  c10::InferenceMode guard;
+  const auto opt = at::TensorOptions().device(g_device);
+  at::Generator gen = at::detail::createCPUGenerator(1);
+  const at::Tensor x = at::randn({4096, 320}, gen), w = at::randn({320, 320}, gen);
+  const at::Tensor image = at::randn({1, 320, 64, 64}, gen), kernel = at::randn({320, 320, 3, 3}, gen);
+  const at::Tensor q = at::randn({8, 4096, 40}, gen);
+  struct Kernel {
+    const char* name;
+    double gflop;
+    std::function<void(c10::ScalarType)> run;
+  };
+  const std::vector<Kernel> kernels = {
+      {"linear 4096x320 . 320x320", 2.0 * 4096 * 320 * 320 / 1e9,
+       [&](c10::ScalarType t) { at::linear(x.to(opt.dtype(t)), w.to(opt.dtype(t))); }},
+      {"conv 3x3 320->320 @64x64", 2.0 * 320 * 320 * 9 * 64 * 64 / 1e9,
+       [&](c10::ScalarType t) { at::conv2d(image.to(opt.dtype(t)), kernel.to(opt.dtype(t)), {}, 1, 1); }},
+      {"bmm 8 x 4096x40 . 40x4096", 2.0 * 8 * 4096 * 4096 * 40 / 1e9,
+       [&](c10::ScalarType t) {
+         const at::Tensor a = q.to(opt.dtype(t));
+         at::bmm(a, a.transpose(1, 2));
+       }},
+  };
+  std::printf("kernels on %s, %d threads (inputs cast inside each timed call):\n", g_device.str().c_str(), at::get_num_threads());
+  const std::vector<c10::ScalarType> types =
+      g_device.is_cuda() ? std::vector<c10::ScalarType>{at::kFloat, at::kHalf, at::kBFloat16} : std::vector<c10::ScalarType>{at::kFloat, at::kBFloat16};
+  for (const Kernel& k : kernels) {
+    double fp32 = 0;
+    for (c10::ScalarType t : types) {
+      const double s = time_calls(args.iters, [&] { k.run(t); }).second;
+      if (t == at::kFloat) fp32 = s;
+      std::printf("  %-28s %-9s %8.4f s  %7.1f GFLOP/s  %6.2fx float32's time\n", k.name, dtype_string(t).c_str(), s, k.gflop / s,
+                  s / fp32);
+    }
+  }
+  std::printf("cpu_has_fast_bfloat16: %s\n", cpu_has_fast_bfloat16() ? "yes" : "no");
+}
+
 void bench_attention(const Args& args) {
   c10::InferenceMode guard;
   const int64_t tokens = args.latent * args.latent;
@@ -431,6 +475,7 @@ int main(int argc, char** argv) {
     if (args.what == "image") bench_image(args);
     if (args.what == "fast") bench_fast(args);
     if (args.what == "train") bench_train(args);
+    if (args.what == "kernels") bench_kernels(args);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_nn_unet_step: %s\n", e.what());
     return 1;

@@ -124,7 +124,7 @@ int cmd_embed(const std::vector<std::string>& args) {
   IDSYNTH_CHECK(o.batch >= 1, "embed: --batch: expected >= 1, found ", o.batch);
   o.recognizer = shared.recognizer_path();
   const c10::Device device = shared.device_value();
-  const c10::ScalarType dtype = shared.dtype_value();
+  const c10::ScalarType dtype = runtime_dtype(shared.dtype_value(), device, "--dtype");
 
   // 1. models
   std::shared_ptr<const recognition::Recognizer> recognizer = recognition::load_recognizer(o.recognizer, device, dtype);

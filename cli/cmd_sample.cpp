@@ -116,7 +116,8 @@ int cmd_sample(const std::vector<std::string>& args) {
 
   // 2. models
   pipeline_options.device = shared.device_value();
-  pipeline_options.dtype = shared.dtype_value();
+  pipeline_options.dtype = runtime_dtype(shared.dtype_value(), pipeline_options.device, "--dtype");
+  p.dtype = dtype_string(pipeline_options.dtype);
   pipeline_options.scheduler = p.scheduler;
   pipeline_options.timestep_spacing = p.timestep_spacing;
   auto pipe = generator::Arc2FacePipeline::load(paths, pipeline_options);

@@ -6,9 +6,11 @@
 
 #include <dlfcn.h>
 
+#include <cstdlib>
 #include <thread>
 
 #include "core/check.h"
+#include "core/log.h"
 
 namespace idsynth {
 
@@ -42,6 +44,31 @@ std::vector<c10::Device> resolve_devices(const std::vector<std::string>& names, 
   IDSYNTH_CHECK(!names.empty(), what, ": expected 'auto' or a list of devices, found an empty list");
   for (const auto& n : names) out.push_back(parse_device(n, what));
   return out;
+}
+
+bool cpu_has_fast_bfloat16() {
+#if defined(__x86_64__) || defined(__i386__)
+  return at::hasMKLDNN() && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+         __builtin_cpu_supports("avx512dq");
+#else
+  return false;  // aarch64 and others: not measured; float32 is the safe choice
+#endif
+}
+
+c10::ScalarType runtime_dtype(c10::ScalarType requested, c10::Device device, const std::string& what) {
+  if (!device.is_cpu() || requested == c10::kFloat) return requested;
+  if (requested == c10::kBFloat16) {
+    const char* force = std::getenv("IDSYNTH_CPU_BF16");
+    if ((force != nullptr && std::string(force) == "1") || cpu_has_fast_bfloat16()) return requested;
+    LOG_WRN(what, ": bfloat16 on this CPU (no AVX-512) runs libtorch's scalar fallback, 20-40x slower than float32; "
+            "computing in float32 (IDSYNTH_CPU_BF16=1 keeps bfloat16)");
+    return c10::kFloat;
+  }
+  if (requested == c10::kHalf) {
+    LOG_WRN(what, ": float16 has no CPU convolution kernels in libtorch; computing in float32 on the CPU");
+    return c10::kFloat;
+  }
+  return requested;
 }
 
 c10::ScalarType parse_dtype(const std::string& text, const std::string& what) {

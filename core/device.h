@@ -17,6 +17,17 @@ std::vector<c10::Device> resolve_devices(const std::vector<std::string>& names, 
 c10::ScalarType parse_dtype(const std::string& text, const std::string& what = "dtype");
 std::string dtype_string(c10::ScalarType type);
 
+// Whether this CPU runs libtorch's bfloat16 products at float32 speed or better: oneDNN's bf16
+// kernels need AVX-512 (avx512_core). Without it (AVX2 CPUs) libtorch 1.13 falls back to scalar
+// loops: measured on this project's AVX2 machine, linear 40x, 3x3 convolution 24x and bmm 19x slower
+// than float32 (`bench_nn_unet_step --what kernels`).
+bool cpu_has_fast_bfloat16();
+// The dtype models run in when `requested` is asked for on `device`. On the CPU float16 has no
+// convolution kernels in libtorch, and bfloat16 without AVX-512 is the crawl above, so both become
+// float32 there with one warning naming `what` (the field or flag). IDSYNTH_CPU_BF16=1 keeps
+// bfloat16 on any CPU (benchmarks of the slow path). Other devices and float32: `requested`.
+c10::ScalarType runtime_dtype(c10::ScalarType requested, c10::Device device, const std::string& what);
+
 // Sets libtorch's intra-op threads (Debian's default is 1); n <= 0 means all cores. With oneDNN in
 // libtorch it also makes OpenBLAS single-threaded (see BlasThreading): the large float32 products
 // then run on oneDNN (generator::linear) or in per-thread attention tiles, on ATen's OpenMP threads.

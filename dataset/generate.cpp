@@ -459,7 +459,7 @@ GenerateSummary generate_dataset(const GenerateConfig& cfg, const GenerateOption
     }
   }
   const std::vector<c10::Device> devices = resolve_devices(cfg.generation.devices, "generation.devices");
-  const c10::ScalarType dtype = parse_dtype(cfg.generation.dtype, "generation.dtype");
+  const c10::ScalarType dtype = runtime_dtype(parse_dtype(cfg.generation.dtype, "generation.dtype"), devices.front(), "generation.dtype");
   check_existing_dataset(cfg);
   // One process per task: a second run on the same task (a double submit) refuses before it loads
   // any model when the folder exists, or once it has created it (step 2).

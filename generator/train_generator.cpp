@@ -38,6 +38,7 @@
 #include "generator/single_file.h"
 #include "generator/train_generator_data.h"
 #include "recognition/train_optim.h"
+#include "recognition/train_parallel.h"
 #include "recognition/trainer.h"
 
 namespace idsynth::generator {
@@ -201,6 +202,87 @@ TensorDict cpu_state(const torch::nn::Module& m) {
   return out;
 }
 
+// One copy of the models on one device. Replica 0 is the model being trained: the optimiser, EMA,
+// checkpoints, sample grids and export use it alone. With run.devices listing several devices the
+// others are loaded from the same files (identical weights and LoRA initialisation), each computes
+// the loss of its shard of every batch, and their gradients are summed into replica 0's; after each
+// optimiser step replica 0's trained tensors are copied back into them.
+struct Replica {
+  c10::Device device = c10::kCPU;
+  UNet2DCondition unet{nullptr};
+  CLIPTextModel text_model{nullptr};
+  AutoencoderKL vae{nullptr};
+  std::unique_ptr<Arc2FaceIdEncoder> encoder;
+  std::unique_ptr<LoraAdapters> unet_lora, text_lora;
+  Named trained;  // the same names in the same order on every replica
+
+  void apply_lora() {
+    if (unet_lora) unet_lora->apply();
+    if (text_lora) text_lora->apply();
+  }
+};
+
+// Loads the models onto `device` in float32 and selects what the config trains.
+Replica load_replica(const TrainGeneratorConfig& cfg, const Arc2FaceModelPaths& paths, c10::Device device) {
+  Replica r;
+  r.device = device;
+  r.unet = load_unet(paths.unet, device, at::kFloat);
+  r.text_model = load_clip_text_model(paths.text_encoder, device, at::kFloat);
+  r.vae = load_vae(paths.vae, device, at::kFloat);
+  r.encoder = std::make_unique<Arc2FaceIdEncoder>(r.text_model);
+  for (auto& p : r.vae->parameters()) p.set_requires_grad(false);
+  r.vae->eval();  // no dropout or batch statistics: train() and eval() compute the same
+  if (cfg.train.target == "vae") {
+    for (auto& p : r.unet->parameters()) p.set_requires_grad(false);
+    for (auto& p : r.text_model->parameters()) p.set_requires_grad(false);
+    r.vae->set_record_gradients(true);
+    for (auto& p : r.vae->named_parameters()) {
+      p.value().set_requires_grad(true);
+      r.trained.emplace_back("vae." + p.key(), p.value());
+    }
+  } else if (cfg.train.lora_rank > 0) {
+    LoraTrainOptions lo;
+    lo.rank = cfg.train.lora_rank;
+    lo.alpha = cfg.train.lora_alpha;
+    lo.convolutions = cfg.train.lora_convolutions;
+    for (auto& p : r.unet->parameters()) p.set_requires_grad(false);
+    for (auto& p : r.text_model->parameters()) p.set_requires_grad(false);
+    if (cfg.train.unet) {
+      r.unet_lora = std::make_unique<LoraAdapters>(*r.unet, "unet", lo, static_cast<uint64_t>(cfg.run.seed));
+      for (auto& [n, t] : r.unet_lora->named_parameters()) r.trained.emplace_back("unet." + n, t);
+    }
+    if (cfg.train.encoder) {
+      LoraTrainOptions text_options = lo;
+      text_options.convolutions = false;  // CLIP has none
+      r.text_lora = std::make_unique<LoraAdapters>(*r.text_model, "text_encoder", text_options, static_cast<uint64_t>(cfg.run.seed) + 1);
+      for (auto& [n, t] : r.text_lora->named_parameters()) r.trained.emplace_back("text_encoder." + n, t);
+    }
+  } else {
+    for (auto& p : r.unet->named_parameters()) {
+      p.value().set_requires_grad(cfg.train.unet);
+      if (cfg.train.unet) r.trained.emplace_back("unet." + p.key(), p.value());
+    }
+    for (auto& p : r.text_model->named_parameters()) {
+      p.value().set_requires_grad(cfg.train.encoder);
+      if (cfg.train.encoder) r.trained.emplace_back("text_encoder." + p.key(), p.value());
+    }
+  }
+  IDSYNTH_CHECK(!r.trained.empty(), "train-generator: nothing to train (train.unet and train.encoder select no parameters)");
+  if (cfg.model.gradient_checkpointing) r.unet->set_gradient_checkpointing(true);
+  r.unet->train();
+  r.text_model->train();
+  return r;
+}
+
+// Contiguous shards of a batch of n over `replicas`, as even as possible (the first ones get the
+// remainder); a batch smaller than the replica count leaves the last ones idle (size 0).
+std::vector<int64_t> shard_sizes(int64_t n, size_t replicas) {
+  std::vector<int64_t> sizes(replicas, 0);
+  const auto count = static_cast<int64_t>(replicas);
+  for (int64_t i = 0; i < count; ++i) sizes[static_cast<size_t>(i)] = n / count + (i < n % count ? 1 : 0);
+  return sizes;
+}
+
 }  // namespace
 
 GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const GeneratorTrainHooks& hooks,
@@ -209,8 +291,15 @@ GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const Gene
   const StopSignals signals(hooks.handle_signals);
   GeneratorTrainResult result;
 
-  // 1. device, output, threads
-  const c10::Device device = resolve_devices({cfg.run.device}, "train-generator config: run.device").front();
+  // 1. devices (the first holds the trained model), output, threads
+  const std::vector<c10::Device> devices =
+      resolve_devices(cfg.run.device_list(), cfg.run.devices.empty() ? "train-generator config: run.device" : "train-generator config: run.devices");
+  const c10::Device device = devices.front();
+  for (const auto& d : devices)
+    IDSYNTH_CHECK(d.type() == device.type(), "train-generator config: run.devices: expected devices of one kind, found ", device.str(),
+                  " and ", d.str());
+  IDSYNTH_CHECK(cfg.data.batch_size >= static_cast<int64_t>(devices.size()), "train-generator config: data.batch_size: expected at least one pair per device (",
+                devices.size(), " devices), found ", cfg.data.batch_size);
   if (cfg.run.threads > 0) configure_threads(static_cast<int>(cfg.run.threads));
   const bool amp_fp16 = cfg.model.mixed_precision == "fp16" && device.is_cuda();
   const bool amp_bf16 = cfg.model.mixed_precision == "bf16" && device.is_cuda();
@@ -223,10 +312,13 @@ GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const Gene
 
   // 2. the model: float32 master weights on the device
   const Arc2FaceModelPaths paths = Arc2FaceModelPaths::resolve(cfg.model.dir, cfg.model.base_dir, cfg.model.variant);
-  UNet2DCondition unet = load_unet(paths.unet, device, at::kFloat);
-  CLIPTextModel text_model = load_clip_text_model(paths.text_encoder, device, at::kFloat);
-  AutoencoderKL vae = load_vae(paths.vae, device, at::kFloat);
-  Arc2FaceIdEncoder encoder(text_model);
+  std::vector<Replica> replicas;
+  for (const auto& d : devices) replicas.push_back(load_replica(cfg, paths, d));
+  Replica& primary = replicas.front();
+  UNet2DCondition& unet = primary.unet;
+  CLIPTextModel& text_model = primary.text_model;
+  AutoencoderKL& vae = primary.vae;
+  Arc2FaceIdEncoder& encoder = *primary.encoder;
   const json::Value scheduler_json =
       paths.scheduler_config.empty() ? sd15_scheduler_config() : json::parse_file(paths.scheduler_config);
   const std::string scheduler_source = paths.scheduler_config.empty() ? "Stable Diffusion 1.5 scheduler config" : paths.scheduler_config;
@@ -250,8 +342,6 @@ GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const Gene
       scheduler_json.find("prediction_type")->as_string() != cfg.train.prediction_type)
     LOG_WRN("train.prediction_type ", cfg.train.prediction_type, " differs from the model's scheduler config: sampling with the LoRA needs a scheduler config with prediction_type ",
             cfg.train.prediction_type);
-  for (auto& p : vae->parameters()) p.set_requires_grad(false);
-  vae->eval();  // no dropout or batch statistics: train() and eval() compute the same
   const int64_t vae_factor = vae->config().spatial_factor();
   const int64_t sample_size = unet->config().sample_size.value_or(0);
   const int64_t resolution = cfg.data.resolution > 0 ? cfg.data.resolution : sample_size * vae_factor;
@@ -267,58 +357,23 @@ GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const Gene
   const int64_t accumulation = cfg.optim.gradient_accumulation;
   const int64_t total_steps = cfg.schedule.max_steps;
 
-  // 4. what is trained
-  Named trained;
-  std::unique_ptr<LoraAdapters> unet_lora, text_lora;
+  // 4. what is trained (selected by load_replica)
   const bool train_vae = cfg.train.target == "vae";
-  if (train_vae) {
-    for (auto& p : unet->parameters()) p.set_requires_grad(false);
-    for (auto& p : text_model->parameters()) p.set_requires_grad(false);
-    vae->set_record_gradients(true);
-    for (auto& p : vae->named_parameters()) {
-      p.value().set_requires_grad(true);
-      trained.emplace_back("vae." + p.key(), p.value());
-    }
-  } else if (cfg.train.lora_rank > 0) {
-    LoraTrainOptions lo;
-    lo.rank = cfg.train.lora_rank;
-    lo.alpha = cfg.train.lora_alpha;
-    lo.convolutions = cfg.train.lora_convolutions;
-    for (auto& p : unet->parameters()) p.set_requires_grad(false);
-    for (auto& p : text_model->parameters()) p.set_requires_grad(false);
-    if (cfg.train.unet) {
-      unet_lora = std::make_unique<LoraAdapters>(*unet, "unet", lo, static_cast<uint64_t>(cfg.run.seed));
-      for (auto& [n, t] : unet_lora->named_parameters()) trained.emplace_back("unet." + n, t);
-    }
-    if (cfg.train.encoder) {
-      LoraTrainOptions text_options = lo;
-      text_options.convolutions = false;  // CLIP has none
-      text_lora = std::make_unique<LoraAdapters>(*text_model, "text_encoder", text_options, static_cast<uint64_t>(cfg.run.seed) + 1);
-      for (auto& [n, t] : text_lora->named_parameters()) trained.emplace_back("text_encoder." + n, t);
-    }
-  } else {
-    for (auto& p : unet->named_parameters()) {
-      p.value().set_requires_grad(cfg.train.unet);
-      if (cfg.train.unet) trained.emplace_back("unet." + p.key(), p.value());
-    }
-    for (auto& p : text_model->named_parameters()) {
-      p.value().set_requires_grad(cfg.train.encoder);
-      if (cfg.train.encoder) trained.emplace_back("text_encoder." + p.key(), p.value());
-    }
-  }
+  const Named& trained = primary.trained;
   int64_t trained_count = 0;
   std::vector<at::Tensor> params;
   for (const auto& [n, t] : trained) {
     trained_count += t.numel();
     params.push_back(t);
   }
-  IDSYNTH_CHECK(!params.empty(), "train-generator: nothing to train (train.unet and train.encoder select no parameters)");
-  if (cfg.model.gradient_checkpointing) unet->set_gradient_checkpointing(true);
-  unet->train();
-  text_model->train();
-  const auto apply_lora = [&] {
-    if (unet_lora) unet_lora->apply();
-    if (text_lora) text_lora->apply();
+  const auto apply_lora = [&] { primary.apply_lora(); };
+  // Replica 0's trained tensors into the others (after resume and after every optimiser step).
+  const auto broadcast = [&] {
+    torch::NoGradGuard no_grad;
+    for (size_t r = 1; r < replicas.size(); ++r) {
+      recognition::CurrentDevice current(replicas[r].device);
+      for (size_t k = 0; k < trained.size(); ++k) replicas[r].trained[k].second.copy_(trained[k].second);
+    }
   };
 
   // 5. optimiser, EMA, loss scaling
@@ -372,6 +427,7 @@ GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const Gene
     log_rows = read_log(cfg.run.output, step);
     LOG_INF("resumed from ", resume_path, " at step ", step);
   }
+  broadcast();
 
   auto save_checkpoint = [&] {
     Named tensors;
@@ -478,11 +534,15 @@ GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const Gene
   std::sort(grids.begin(), grids.end());
   if (step == 0 && !grid_pairs.empty()) draw_grid(0);
 
+  std::string device_names;
+  for (const auto& d : devices) device_names += (device_names.empty() ? "" : ", ") + d.str();
   LOG_INF("training ", cfg.train.lora_rank > 0 ? cat("LoRA rank ", cfg.train.lora_rank, " adapters of ") : std::string(),
           train_vae ? "the VAE" : cfg.train.unet && cfg.train.encoder ? "the UNet and the ID encoder" : cfg.train.unet ? "the UNet" : "the ID encoder",
           ": ", trained.size(), " tensors, ", trained_count, " parameters; ", data.size(), " pairs at ", resolution, "x", resolution,
           ", batch ", cfg.data.batch_size, accumulation > 1 ? cat(" x ", accumulation, " accumulated") : std::string(), ", ",
-          total_steps, " steps on ", device.str(), amp_fp16 ? " (fp16 autocast)" : amp_bf16 ? " (bf16 autocast)" : "",
+          total_steps, " steps on ", device_names,
+          devices.size() > 1 ? cat(" (data parallel, ", shard_sizes(cfg.data.batch_size, devices.size()).front(), " pairs per replica)") : std::string(),
+          amp_fp16 ? " (fp16 autocast)" : amp_bf16 ? " (bf16 autocast)" : "",
           cfg.model.gradient_checkpointing ? ", gradient checkpointing" : "", "; ", loss_options.prediction_type,
           loss_options.snr_gamma > 0 ? cat(", min-SNR gamma ", loss_options.snr_gamma) : std::string());
 
@@ -502,48 +562,82 @@ GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const Gene
       const int64_t position = step * accumulation + micro;
       const GeneratorBatch batch = data.batch(position, static_cast<uint64_t>(cfg.run.seed));
       const int64_t b = batch.images.size(0);
+      // Every random draw of the batch, on the CPU and in a fixed order, before it is split: any
+      // device count trains on the same numbers.
       at::Generator gen = step_generator(static_cast<uint64_t>(cfg.run.seed), position);
-      if (train_vae) {
-        // LDM's autoencoder objective without its discriminator: L1 of the reconstruction from a
-        // posterior sample, plus a small KL to N(0, 1) (summed over latent cells, mean over images).
-        const at::Tensor x = batch.images.to(device);
-        const LatentDistribution dist = vae->encode(x);
-        const at::Tensor eps = at::randn(dist.mean.sizes(), gen, at::TensorOptions().dtype(at::kFloat)).to(device);
-        const at::Tensor rec = vae->decode(dist.mean + dist.std() * eps);
-        const at::Tensor kl = 0.5 * (dist.mean.pow(2) + dist.logvar.exp() - 1.0 - dist.logvar).sum({1, 2, 3}).mean();
-        const at::Tensor vae_loss = (rec - x).abs().mean() + cfg.train.vae_kl_weight * kl;
-        const double loss = vae_loss.item<double>();
-        IDSYNTH_CHECK(std::isfinite(loss), "train-generator stopped: VAE loss is not finite at step ", step + 1,
-                      "; lower optim.lr");
-        (vae_loss * (scaler.scale() / static_cast<double>(accumulation))).backward();
-        step_loss += loss / static_cast<double>(accumulation);
-        interval_samples += b;
-        continue;
+      const at::TensorOptions f32 = at::TensorOptions().dtype(at::kFloat);
+      const std::vector<int64_t> latent_shape = {b, vae->config().latent_channels, resolution / vae_factor, resolution / vae_factor};
+      DiffusionStepInputs draws;
+      const at::Tensor vae_noise = at::randn(latent_shape, gen, f32);
+      if (!train_vae) {
+        draws.noise = at::randn(latent_shape, gen, f32);
+        draws.timesteps = at::randint(0, num_train_timesteps, {b}, gen, at::TensorOptions().dtype(at::kLong));
+        draws.drop_mask = at::rand({b}, gen) < cfg.train.condition_dropout;
+        draws.id_vectors = batch.id_vectors;
       }
-      DiffusionStepInputs in;
-      {
-        torch::NoGradGuard no_grad;
-        const LatentDistribution dist = vae->encode(batch.images.to(device));
-        const at::Tensor vae_noise = at::randn(dist.mean.sizes(), gen, at::TensorOptions().dtype(at::kFloat));
-        in.latents = ((dist.mean + dist.std() * vae_noise.to(device)) * scaling_factor).to(at::kFloat);
-      }
-      in.noise = at::randn(in.latents.sizes(), gen, at::TensorOptions().dtype(at::kFloat)).to(device);
-      in.timesteps = at::randint(0, num_train_timesteps, {b}, gen, at::TensorOptions().dtype(at::kLong)).to(device);
-      in.drop_mask = (at::rand({b}, gen) < cfg.train.condition_dropout).to(device);
-      in.id_vectors = batch.id_vectors.to(device);
-      apply_lora();
-      DiffusionStepOutput out;
-      {
-        recognition::AutocastScope fp16(amp_fp16);
-        Bf16AutocastScope bf16(amp_bf16);
-        out = diffusion_step(unet, encoder, alphas_cumprod, in, loss_options);
-      }
-      const double loss = out.loss.item<double>();
-      if (!std::isfinite(loss))
+      const std::vector<int64_t> shards = shard_sizes(b, replicas.size());
+      std::vector<double> losses(replicas.size(), 0.0);
+      const size_t used = static_cast<size_t>(std::count_if(shards.begin(), shards.end(), [](int64_t n) { return n > 0; }));
+      recognition::parallel_apply(used, [&](size_t i) {
+        Replica& r = replicas[i];
+        recognition::CurrentDevice current(r.device);
+        int64_t offset = 0;
+        for (size_t k = 0; k < i; ++k) offset += shards[k];
+        const auto shard = [&](const at::Tensor& t) { return t.narrow(0, offset, shards[i]).to(r.device); };
+        // The batch loss is the mean over its pairs, so a shard's loss counts by its share.
+        const double share = static_cast<double>(shards[i]) / static_cast<double>(b);
+        at::Tensor loss;
+        if (train_vae) {
+          // LDM's autoencoder objective without its discriminator: L1 of the reconstruction from a
+          // posterior sample, plus a small KL to N(0, 1) (summed over latent cells, mean over images).
+          const at::Tensor x = shard(batch.images);
+          const LatentDistribution dist = r.vae->encode(x);
+          const at::Tensor rec = r.vae->decode(dist.mean + dist.std() * shard(vae_noise));
+          const at::Tensor kl = 0.5 * (dist.mean.pow(2) + dist.logvar.exp() - 1.0 - dist.logvar).sum({1, 2, 3}).mean();
+          loss = (rec - x).abs().mean() + cfg.train.vae_kl_weight * kl;
+        } else {
+          DiffusionStepInputs in;
+          {
+            torch::NoGradGuard no_grad;
+            const LatentDistribution dist = r.vae->encode(shard(batch.images));
+            in.latents = ((dist.mean + dist.std() * shard(vae_noise)) * scaling_factor).to(at::kFloat);
+          }
+          in.noise = shard(draws.noise);
+          in.timesteps = shard(draws.timesteps);
+          in.drop_mask = shard(draws.drop_mask);
+          in.id_vectors = shard(draws.id_vectors);
+          r.apply_lora();
+          recognition::AutocastScope fp16(amp_fp16);
+          Bf16AutocastScope bf16(amp_bf16);
+          loss = diffusion_step(r.unet, *r.encoder, alphas_cumprod.to(r.device), in, loss_options).loss;
+        }
+        losses[i] = loss.item<double>() * share;
+        (loss * (scaler.scale() * share / static_cast<double>(accumulation))).backward();
+      });
+      double loss = 0;
+      for (double l : losses) loss += l;
+      if (!std::isfinite(loss)) {
+        IDSYNTH_CHECK(!train_vae, "train-generator stopped: VAE loss is not finite at step ", step + 1, "; lower optim.lr");
         fail("train-generator stopped: loss is ", std::isnan(loss) ? "NaN" : "inf", " at step ", step + 1, " (batch position ",
              position, ", first pair ", data.describe(batch.samples.front()), "); last checkpoint: ",
              result.last_checkpoint.empty() ? std::string("none") : result.last_checkpoint, ". Lower optim.lr or check the data.");
-      (out.loss * (scaler.scale() / static_cast<double>(accumulation))).backward();
+      }
+      // reduce: replica 0 += replica 1 + replica 2 + ... (fixed order); the others' gradients cleared
+      {
+        torch::NoGradGuard no_grad;
+        for (size_t r = 1; r < used; ++r)
+          for (size_t k = 0; k < trained.size(); ++k) {
+            at::Tensor& g = replicas[r].trained[k].second.mutable_grad();
+            if (!g.defined()) continue;
+            at::Tensor& dst = trained[k].second.mutable_grad();
+            if (dst.defined()) {
+              dst.add_(g.to(dst.device()));
+            } else {
+              dst = g.to(trained[k].second.device()).clone();
+            }
+            g = at::Tensor();
+          }
+      }
       step_loss += loss / static_cast<double>(accumulation);
       interval_samples += b;
     }
@@ -554,6 +648,7 @@ GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const Gene
       recognition::set_lr(adamw, lr);
       adamw.step();
       if (ema) ema->update();
+      broadcast();
     } else {
       LOG_WRN("step ", step + 1, ": non-finite gradient at loss scale ", scaler.scale(), "; step skipped");
     }
@@ -599,8 +694,8 @@ GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const Gene
     torch::NoGradGuard no_grad;
     if (cfg.train.lora_rank > 0) {
       std::vector<const LoraAdapters*> adapters;
-      if (unet_lora) adapters.push_back(unet_lora.get());
-      if (text_lora) adapters.push_back(text_lora.get());
+      if (primary.unet_lora) adapters.push_back(primary.unet_lora.get());
+      if (primary.text_lora) adapters.push_back(primary.text_lora.get());
       result.lora_path = (fs::path(cfg.run.output) / "lora.safetensors").string();
       write_lora_file(result.lora_path, adapters, at::kHalf,
                       {{"ss_base_model", cfg.model.dir}, {"ss_steps", std::to_string(step)}, {"idsynth", "train-generator"}});

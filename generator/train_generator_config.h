@@ -19,13 +19,19 @@ struct GeneratorRunConfig {
   std::string output = "work_dirs/train-generator";
   int64_t seed = 42;
   std::string device = "auto";
+  std::vector<std::string> devices;
   int64_t threads = 0;
   int64_t log_every = 10;
+  // The devices trained on: run.devices when given, else run.device alone.
+  std::vector<std::string> device_list() const { return devices.empty() ? std::vector<std::string>{device} : devices; }
   void visit(config::Visitor& v) {
     v.field("output", output, "folder for checkpoints, logs, sample grids, the report and the trained model");
     v.field("seed", seed, "seed of the noise, timesteps, condition dropout, sample order, augmentation and LoRA init",
             {0, int64_t{1} << 53});
     v.field("device", device, "auto (the first CUDA device, else the CPU), cpu, or cuda:N");
+    v.field("devices", devices,
+            "instead of run.device, data parallel: [auto] (every CUDA device) or a list ([cuda:0, cuda:1]); one model replica "
+            "per entry, each batch split across them, gradients summed on the first ([cpu, cpu] runs two CPU replicas)");
     v.field("threads", threads, "CPU threads for libtorch (0: all cores)", {0, 1024});
     v.field("log_every", log_every, "log a line (loss, lr, samples/s, ETA) every N steps", {1, 1 << 30});
   }
@@ -160,7 +166,7 @@ struct TrainGeneratorConfig {
   GeneratorCheckpointConfig checkpoint;
   GeneratorSamplesConfig samples;
   void visit(config::Visitor& v) {
-    v.section("run", run, "output, seed, device");
+    v.section("run", run, "output, seed, devices");
     v.section("model", model, "the model to start from");
     v.section("data", data, "(face image, ID vector) pairs");
     v.section("train", train, "what is trained and the diffusion loss");
@@ -178,6 +184,11 @@ struct TrainGeneratorConfig {
     IDSYNTH_CHECK(train.target == "vae" || train.unet || train.encoder,
                   "train-generator config: train: expected train.unet or train.encoder (or both) to be true, found both false: the run would train nothing");
     IDSYNTH_CHECK(!data.paths.empty(), "train-generator config: data.paths: expected at least one dataset, found none");
+    IDSYNTH_CHECK(run.devices.empty() || run.device == "auto",
+                  "train-generator config: run.devices: expected either run.device or run.devices, found both (run.device ", run.device, ")");
+    IDSYNTH_CHECK(data.batch_size >= static_cast<int64_t>(run.device_list().size()),
+                  "train-generator config: data.batch_size: expected at least one pair per device (", run.device_list().size(),
+                  " devices), found ", data.batch_size);
   }
 };
 

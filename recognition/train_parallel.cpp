@@ -4,7 +4,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/ThreadLocalState.h>
-#include <c10/core/DeviceGuard.h>
 #include <torch/autograd.h>
 
 #include <algorithm>
@@ -16,12 +15,7 @@
 
 namespace idsynth::recognition {
 
-namespace {
-
-// fn(0..n-1), each in its own thread with the caller's thread-local state (grad mode, dispatch
-// keys), as parallel_apply; one replica runs on the calling thread. Rethrows the first failure.
-template <typename Fn>
-void for_each_replica(size_t n, const Fn& fn) {
+void parallel_apply(size_t n, const std::function<void(size_t)>& fn) {
   if (n == 1) {
     fn(0);
     return;
@@ -47,19 +41,6 @@ void for_each_replica(size_t n, const Fn& fn) {
   for (const auto& e : errors)
     if (e) std::rethrow_exception(e);
 }
-
-// Makes `device` current on this thread while in scope (CUDA); nothing for the CPU.
-class CurrentDevice {
- public:
-  explicit CurrentDevice(c10::Device device) {
-    if (device.is_cuda()) guard_.reset_device(device);
-  }
-
- private:
-  c10::OptionalDeviceGuard guard_;
-};
-
-}  // namespace
 
 DataParallel::DataParallel(IResNet primary, std::vector<c10::Device> devices, bool autocast)
     : devices_(std::move(devices)), autocast_(autocast) {
@@ -88,7 +69,7 @@ MarginHeadImpl::Output DataParallel::forward(const at::Tensor& images, const at:
   embeddings_.assign(used, at::Tensor());
   gathered_.clear();
   // 1. scatter + parallel forward: shard i -> [n_i, num_features] on device i
-  for_each_replica(used, [&](size_t i) {
+  parallel_apply(used, [&](size_t i) {
     CurrentDevice current(devices_[i]);
     const at::Tensor x = images.narrow(0, offsets[i], shards_[i]).to(devices_[i]);
     AutocastScope autocast(autocast_ && devices_[i].is_cuda());
@@ -111,7 +92,7 @@ void DataParallel::backward(const at::Tensor& loss) {
   }
   // 1. each replica back-propagates the gradient of its rows of the gathered embeddings
   const size_t used = gathered_.size();
-  for_each_replica(used, [&](size_t i) {
+  parallel_apply(used, [&](size_t i) {
     const at::Tensor& g = gathered_[i].grad();
     if (!g.defined()) return;
     CurrentDevice current(devices_[i]);

@@ -21,13 +21,32 @@
 
 #include <c10/core/Device.h>
 
+#include <c10/core/DeviceGuard.h>
+
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "recognition/iresnet.h"
 #include "recognition/margin_losses.h"
 
 namespace idsynth::recognition {
+
+// fn(0..n-1), each in its own thread carrying the caller's thread-local state (grad mode, dispatch
+// keys), as torch's parallel_apply; n == 1 runs on the calling thread. Rethrows the first failure
+// after every thread has finished. (train-generator's replicas use it too.)
+void parallel_apply(size_t n, const std::function<void(size_t)>& fn);
+
+// Makes `device` current on this thread while in scope (CUDA); nothing for the CPU.
+class CurrentDevice {
+ public:
+  explicit CurrentDevice(c10::Device device) {
+    if (device.is_cuda()) guard_.reset_device(device);
+  }
+
+ private:
+  c10::OptionalDeviceGuard guard_;
+};
 
 class DataParallel {
  public:

@@ -69,7 +69,11 @@ for t in "${targets[@]}"; do
   bin=$build/tests/fuzz/fuzz_$t
   [ -x "$bin" ] || { echo "fuzz.sh: no target $t ($bin)" >&2; exit 2; }
   rm -rf "$work/seeds/$t"
-  IDSYNTH_GOLDENS=$goldens IDSYNTH_FUZZ_SEEDS="$work/seeds/$t" "$bin" >/dev/null 2>&1
+  if ! IDSYNTH_GOLDENS=$goldens IDSYNTH_FUZZ_SEEDS="$work/seeds/$t" "$bin" >"$work/$t.seeds.log" 2>&1; then
+    echo "fuzz.sh: $t: writing the seed corpus failed ($work/$t.seeds.log):" >&2
+    tail -5 "$work/$t.seeds.log" >&2
+    exit 1
+  fi
   mkdir -p "$work/corpus/$t" "$work/crashes/$t"
   dict=()
   [ -f tests/fuzz/dict/$t.dict ] && dict=(-dict=tests/fuzz/dict/$t.dict)

@@ -437,8 +437,16 @@ void write_seeds(const std::string& target, const std::string& dir) {
     seed_goldens(dir, goldens_with_ext(".json", 32 << 10));
     seed(dir, "special.json", R"({"a": [1, -2.5e3, NaN, Infinity, -Infinity, true, false, null], "b": "\u00e9\n"})");
   } else if (target == "yaml_config") {
-    for (const auto& e : fs::directory_iterator(IDSYNTH_SOURCE_DIR "/configs"))
-      seed(dir, e.path().filename().string(), read_bytes(e.path().string()));
+    // configs/ has sub-folders (configs/miniature/); every YAML file under it is a seed, named
+    // after its path so two folders' "generate.yaml" do not overwrite each other.
+    const fs::path configs = IDSYNTH_SOURCE_DIR "/configs";
+    for (const auto& e : fs::recursive_directory_iterator(configs)) {
+      if (!e.is_regular_file()) continue;
+      std::string name = fs::relative(e.path(), configs).string();
+      for (char& c : name)
+        if (c == '/') c = '_';
+      seed(dir, name, read_bytes(e.path().string()));
+    }
     seed(dir, "fuzz.yaml", "steps: 30\nseed: 7\neta: 0.5\nflag: true\nout: \"x y\"\n"
                            "model:\n  name: tiny\n  devices: [cpu, cuda:0]\n  guidance: 2.5\n--set model.guidance=4");
     seed(dir, "include.yaml", "include: [base.yaml]\nsteps: 3\n");

@@ -205,6 +205,59 @@ TEST(TrainGenerator, LoraTrainingMovesSamplesToTheTrainingImagesThroughTheLoraFi
   EXPECT_LE(after.nearest * 1.15, before.nearest) << "the LoRA's samples should be >= 1.15x closer to the training images";
 }
 
+// run.devices [cpu, cpu]: two replicas, each batch split 4 + 4, their gradients summed into the
+// first's: the one-device gradient up to float summation order. AdamW's first steps move a weight by
+// about lr·sign(gradient), which rounding flips wherever a gradient is near zero, so the optimiser is
+// made SGD-like here (eps 1 >> |gradient|: the update is lr·g/(|g| + 1)); then the second step's
+// update of two replicas equals one device's to rounding, while a dropped or double-counted shard
+// would change it by tens of percent.
+TEST(TrainGenerator, TwoReplicasTrainLikeOneDevice) {
+  struct Case {
+    const char* name;
+    std::string target;
+    int64_t lora_rank;
+  };
+  for (const Case& k : {Case{"full", "diffusion", 0}, Case{"lora", "diffusion", 4}, Case{"vae", "vae", 0}}) {
+    auto train = [&](const std::vector<std::string>& devices) {
+      const std::string out = test::temp_dir(std::string("train_generator_dp_") + k.name + std::to_string(devices.size()));
+      TrainGeneratorConfig c = base_config(out);
+      c.train.target = k.target;
+      c.train.lora_rank = k.lora_rank;
+      c.run.device = "auto";
+      c.run.devices = devices;
+      c.optim.eps = 1.0;
+      c.optim.lr = 1e-2;
+      c.schedule.max_steps = 2;
+      c.checkpoint.every_steps = 1;
+      c.checkpoint.keep = 10;
+      c.samples.identities = 1;
+      c.samples.seeds = 1;
+      c.samples.steps = 2;
+      EXPECT_EQ(generator::train_generator(c).steps, 2);
+      return std::make_pair(SafeTensorsFile(out + "/checkpoint-00000001.safetensors").all(),
+                            SafeTensorsFile(out + "/checkpoint-00000002.safetensors").all());
+    };
+    const auto one = train({"cpu"}), two = train({"cpu", "cpu"});
+    double diff = 0, update = 0;
+    int64_t compared = 0;
+    for (const auto& [name, w2] : one.second) {
+      if (name.rfind("param.", 0) != 0) continue;
+      const at::Tensor* w2_two = two.second.find(name);
+      const at::Tensor* w1 = one.first.find(name);
+      ASSERT_TRUE(w2_two != nullptr && w1 != nullptr) << k.name << ": " << name;
+      diff += (w2 - *w2_two).to(at::kDouble).pow(2).sum().item<double>();
+      update += (w2 - *w1).to(at::kDouble).pow(2).sum().item<double>();
+      ++compared;
+    }
+    const double relative = std::sqrt(diff / update);
+    std::cout << k.name << ": " << compared << " trained tensors; step 2 update " << std::sqrt(update)
+              << ", two replicas vs one device differ by " << relative << " of it\n";
+    EXPECT_GT(compared, 0) << k.name;
+    EXPECT_GT(update, 0) << k.name;
+    EXPECT_LT(relative, 1e-3) << k.name << ": two replicas should train what one device trains";
+  }
+}
+
 // The learning check: a tiny model (VAE trained first) overfits the eight pairs so well that
 // each ID draws its own picture. The recipe that gets there on this scale: 8x8 pictures, v-prediction
 // (at high noise its target is the picture itself, so the ID pays off where the noisy latent tells
@@ -389,6 +442,15 @@ TEST(TrainGeneratorCli, BadInputsGiveOneLine) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(test::count_lines(r.err), 1) << r.err;
   EXPECT_NE(r.err.find("LoRA rank 4000 is larger than"), std::string::npos) << r.err;
+  // more devices than pairs in a batch; run.device and run.devices both set
+  r = run("devices", "--set run.device=auto --set run.devices=[cpu,cpu,cpu,cpu,cpu]");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(test::count_lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("data.batch_size: expected at least one pair per device (5 devices), found 4"), std::string::npos) << r.err;
+  r = run("both", "--set run.device=cpu --set run.devices=[cpu,cpu]");
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(test::count_lines(r.err), 1) << r.err;
+  EXPECT_NE(r.err.find("expected either run.device or run.devices, found both"), std::string::npos) << r.err;
   // ID vectors wider than the encoder takes
   {
     formats::ShardData d = formats::read_shard(pairs_shard());
