@@ -60,7 +60,7 @@ c10::ScalarType runtime_dtype(c10::ScalarType requested, c10::Device device, con
   if (requested == c10::kBFloat16) {
     const char* force = std::getenv("IDSYNTH_CPU_BF16");
     if ((force != nullptr && std::string(force) == "1") || cpu_has_fast_bfloat16()) return requested;
-    LOG_WRN(what, ": bfloat16 on this CPU (no AVX-512) runs libtorch's scalar fallback, 20-40x slower than float32; "
+    LOG_WRN(what, ": bfloat16 on this CPU (no AVX-512) runs libtorch's scalar fallback, 10-36x slower than float32; "
             "computing in float32 (IDSYNTH_CPU_BF16=1 keeps bfloat16)");
     return c10::kFloat;
   }

@@ -19,7 +19,7 @@ std::string dtype_string(c10::ScalarType type);
 
 // Whether this CPU runs libtorch's bfloat16 products at float32 speed or better: oneDNN's bf16
 // kernels need AVX-512 (avx512_core). Without it (AVX2 CPUs) libtorch 1.13 falls back to scalar
-// loops: measured on this project's AVX2 machine, linear 40x, 3x3 convolution 24x and bmm 19x slower
+// loops: measured on an AVX2 machine, linear 36x, 3x3 convolution 24x and bmm 10x slower
 // than float32 (`bench_nn_unet_step --what kernels`).
 bool cpu_has_fast_bfloat16();
 // The dtype models run in when `requested` is asked for on `device`. On the CPU float16 has no
