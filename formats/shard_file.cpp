@@ -2,8 +2,11 @@
 
 #include <fcntl.h>
 #include <hdf5.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -251,10 +254,102 @@ void write_shard(const std::string& path, const ShardData& d) {
   fsync_path(parent.empty() ? "." : parent, true);
 }
 
+namespace {
+
+uint64_t load_le(const unsigned char* p, int bytes) {
+  uint64_t v = 0;
+  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+// The walk of H5HG__cache_heap_deserialize over one collection of `size` bytes at `heap`, with
+// lengths of `length_bytes` (the superblock's size of lengths: 8 in every file idsynth writes, 4
+// or 2 possible). Returns the offset of an object at which the walk would not move forward, or -1.
+int64_t hanging_heap_object(const unsigned char* heap, uint64_t size, int length_bytes) {
+  const uint64_t header = 8 + static_cast<uint64_t>(length_bytes);         // "GCOL", version, 3 reserved, size
+  const uint64_t object_header = 8 + static_cast<uint64_t>(length_bytes);  // index, refcount, 4 reserved, size
+  uint64_t p = header;
+  while (p < size) {
+    if (p + object_header > size) break;  // the tail is too small for an object: free space
+    const uint64_t index = load_le(heap + p, 2);
+    const uint64_t object_size = load_le(heap + p + 8, length_bytes);
+    // unsigned arithmetic wraps as the library's size_t does
+    const uint64_t need = index > 0 ? object_header + ((object_size + 7) & ~uint64_t{7}) : object_size;
+    const uint64_t next = p + need;
+    if (need == 0 || next <= p) return static_cast<int64_t>(p);
+    p = next;
+  }
+  return -1;
+}
+
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path) {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    IDSYNTH_CHECK(fd >= 0, path, ": cannot open: ", std::strerror(errno));
+    struct stat st {};
+    if (::fstat(fd, &st) == 0 && st.st_size > 0) {
+      size_ = static_cast<size_t>(st.st_size);
+      void* m = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (m != MAP_FAILED) data_ = static_cast<const unsigned char*>(m);
+    }
+    ::close(fd);
+    IDSYNTH_CHECK(size_ == 0 || data_ != nullptr, path, ": cannot map the file to check it: ", std::strerror(errno));
+  }
+  ~MappedFile() {
+    if (data_ != nullptr) ::munmap(const_cast<unsigned char*>(data_), size_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+  const unsigned char* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  const unsigned char* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+}  // namespace
+
+void check_hdf5_global_heaps(const std::string& path) {
+  const MappedFile file(path);
+  const unsigned char* const begin = file.data();
+  const size_t n = file.size();
+  // The superblock (at 0, or after a user block at 512, 1024, 2048, ...) gives the size of lengths.
+  static constexpr unsigned char kSignature[] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+  int length_bytes = 0;
+  for (size_t base = 0; base + 16 <= n; base = base == 0 ? 512 : base * 2) {
+    if (std::memcmp(begin + base, kSignature, sizeof kSignature) != 0) continue;
+    const unsigned version = begin[base + 8];
+    length_bytes = version <= 1 ? begin[base + 14] : begin[base + 10];
+    break;
+  }
+  // No superblock, or lengths libhdf5 does not decode: it refuses the file before any heap is read.
+  if (length_bytes != 2 && length_bytes != 4 && length_bytes != 8) return;
+  static constexpr char kMagic[] = {'G', 'C', 'O', 'L', 1};
+  for (size_t at = 0; at + sizeof kMagic <= n;) {
+    const void* hit = memmem(begin + at, n - at, kMagic, sizeof kMagic);
+    if (hit == nullptr) break;
+    const size_t offset = static_cast<size_t>(static_cast<const unsigned char*>(hit) - begin);
+    if (offset + 8 + static_cast<size_t>(length_bytes) <= n) {
+      const uint64_t size = load_le(begin + offset + 8, length_bytes);
+      // A collection that does not fit in the file is refused by libhdf5 before it is walked.
+      if (size <= n - offset) {
+        const int64_t bad = hanging_heap_object(begin + offset, size, length_bytes);
+        IDSYNTH_CHECK(bad < 0, path, ": damaged HDF5 file: the global heap collection at byte ", offset, " has an object at byte ",
+                      offset + static_cast<uint64_t>(bad),
+                      " whose size would stop libhdf5 from advancing (it would hang reading it); regenerate the file");
+      }
+    }
+    at = offset + 1;
+  }
+}
+
 ShardData read_shard(const std::string& path) {
   std::lock_guard<std::mutex> lock(hdf5_mutex());
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   IDSYNTH_CHECK(H5Fis_hdf5(path.c_str()) > 0, path, ": not an HDF5 file (missing, truncated or damaged)");
+  check_hdf5_global_heaps(path);
   Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose, "opening the file", path);
   ShardData d;
   const std::string format = read_string_attr(file, "format", path);
@@ -297,6 +392,7 @@ ShardImageReader::ShardImageReader(const std::string& path, const std::string& i
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // errors are reported here, not printed by HDF5
     file_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
     IDSYNTH_CHECK(file_ >= 0, path, ": expected an HDF5 shard, could not open it");
+    check_hdf5_global_heaps(path);
     const bool has_aligned = has_link(file_, "aligned");
     const bool has_images = has_link(file_, "images");
     std::string name = image;

@@ -40,6 +40,15 @@ void write_shard(const std::string& path, const ShardData& data);
 // Reads a shard written by write_shard (any error names the file and the dataset).
 ShardData read_shard(const std::string& path);
 
+// Refuses (throws, naming the file and offset) an HDF5 file holding a global heap collection that
+// libhdf5 1.10 (Debian 12's) would walk forever: a free-space object of size 0, or an object size
+// that wraps the walk backwards (its H5HG__cache_heap_deserialize has no progress check; later
+// versions added one). Variable-length data, such as a shard's JPEG bytes and string attributes,
+// lives in these heaps, so read_shard and ShardImageReader run this first. Found by fuzzing
+// (tests/fuzz, hdf5_shard). Reads the file once (memory-mapped); a "GCOL" signature inside other
+// data is checked too, which can only refuse a file whose bytes there spell a hanging heap.
+void check_hdf5_global_heaps(const std::string& path);
+
 // Random access to the labels and one image dataset of a shard (the training loader's view).
 class ShardImageReader {
  public:

@@ -3,6 +3,7 @@
 // allocation.
 #include <gtest/gtest.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <ATen/ATen.h>
 #include <opencv2/core.hpp>
@@ -16,6 +17,7 @@
 #include "core/file_util.h"
 #include "formats/image.h"
 #include "formats/npy.h"
+#include "formats/shard_file.h"
 #include "tests/support/errors.h"
 #include "tests/support/goldens.h"
 
@@ -127,6 +129,60 @@ TEST(FuzzRegression, ConfigIncludingADirectoryIsAnError) {
   std::ofstream(dir + "/c.yaml") << "include: [!!str]\nsteps: 3\n";
   EXPECT_EQ(error_of([&] { config::load<KeyConfig>(dir + "/c.yaml"); }),
             dir + "/: expected a config file, found a directory");
+}
+
+// fuzz_hdf5_shard (timeout): a shard whose global heap holds a free-space object of size 0.
+// libhdf5 1.10's heap walk then never advances: reading any variable-length value (the `format`
+// attribute, a JPEG) hung forever. check_hdf5_global_heaps refuses the file first. The damage is
+// made here the way the fuzzer made it: a real shard with one heap's free-space size zeroed. (Without
+// the check the read hangs; the alarm turns that into a failure in 60 s.)
+TEST(FuzzRegression, ShardWithAHangingGlobalHeapIsRefused) {
+  const std::string dir = test::temp_dir("fuzz-hdf5");
+  ShardData d;
+  d.dim = 2;
+  d.identity_index = {0};
+  d.identity_vectors = {0.6f, 0.8f};
+  d.labels = {0};
+  d.image_index = {0};
+  d.attempt = {0};
+  d.seed = {1};
+  d.similarity = {0.9f};
+  d.images = {std::string(300, 'j')};
+  d.has_aligned = false;
+  d.config = "test";
+  d.model_files = "{}";
+  write_shard(dir + "/good.h5", d);
+  std::string bytes = read_text_file(dir + "/good.h5");
+  // The first collection: "GCOL", version 1, 3 reserved, size (8 bytes); objects of 16-byte headers
+  // (index 2, refcount 2, reserved 4, size 8), data padded to 8; index 0 is the free space.
+  const size_t heap = bytes.find(std::string("GCOL\x01", 5));
+  ASSERT_NE(heap, std::string::npos);
+  uint64_t heap_size = 0;
+  std::memcpy(&heap_size, &bytes[heap + 8], 8);
+  size_t p = 16, free_space = 0;
+  while (p + 16 <= heap_size) {
+    uint16_t index = 0;
+    uint64_t size = 0;
+    std::memcpy(&index, &bytes[heap + p], 2);
+    std::memcpy(&size, &bytes[heap + p + 8], 8);
+    if (index == 0) {
+      free_space = p;
+      break;
+    }
+    p += 16 + ((size + 7) & ~uint64_t{7});
+  }
+  ASSERT_GT(free_space, 0u) << "the collection has no free-space object to damage";
+  std::memset(&bytes[heap + free_space + 8], 0, 8);
+  std::ofstream(dir + "/hang.h5", std::ios::binary) << bytes;
+
+  EXPECT_NO_THROW(check_hdf5_global_heaps(dir + "/good.h5"));
+  alarm(60);
+  const std::string err = error_of([&] { read_shard(dir + "/hang.h5"); });
+  const std::string reader_err = error_of([&] { ShardImageReader(dir + "/hang.h5", "images"); });
+  alarm(0);
+  EXPECT_EQ(err.rfind(dir + "/hang.h5: damaged HDF5 file: the global heap collection at byte " + std::to_string(heap), 0), 0u) << err;
+  EXPECT_NE(err.find("would stop libhdf5 from advancing"), std::string::npos) << err;
+  EXPECT_EQ(reader_err, err);
 }
 
 }  // namespace
