@@ -102,7 +102,7 @@ int cmd_sample(const std::vector<std::string>& args) {
   generator::PipelineOptions pipeline_options;
   for (const auto& text : p.loras) {
     pipeline_options.loras.push_back(generator::parse_lora_spec(text));
-    generator::read_lora(pipeline_options.loras.back().path);
+    pipeline_options.lora_files.push_back({generator::read_lora(pipeline_options.loras.back().path), pipeline_options.loras.back().scale});
   }
   // The scheduler's own step range (LCM: 1..original_inference_steps), before any weights are read.
   {

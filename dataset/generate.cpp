@@ -77,13 +77,15 @@ std::string model_files_json(const GenerateConfig& cfg, const Arc2FaceModelPaths
   return j.dump();
 }
 
-void check_files(const GenerateConfig& cfg) {
+// Returns the LoRA files, read and checked once for every pipeline.
+std::vector<generator::LoraToApply> check_files(const GenerateConfig& cfg) {
   IDSYNTH_CHECK(cfg.model.recognizer.empty() || file_exists(cfg.model.recognizer), "model.recognizer: file not found: '",
                 cfg.model.recognizer, "'");
+  std::vector<generator::LoraToApply> loras;
   for (const auto& text : cfg.model.loras) {
     const generator::LoraSpec lora = generator::parse_lora_spec(text);
     IDSYNTH_CHECK(file_exists(lora.path), "model.loras: file not found: '", lora.path, "'");
-    generator::read_lora(lora.path);  // its form, pairs and values, before any output
+    loras.push_back({generator::read_lora(lora.path), lora.scale});  // its form, pairs and values, before any output
   }
   IDSYNTH_CHECK(cfg.model.detector.empty() || file_exists(cfg.model.detector), "model.detector: file not found: '",
                 cfg.model.detector, "'");
@@ -92,6 +94,7 @@ void check_files(const GenerateConfig& cfg) {
   IDSYNTH_CHECK(!cfg.output.dir.empty(), "output.dir: expected a folder, found an empty string");
   IDSYNTH_CHECK(cfg.output.store_full_image || cfg.output.store_aligned_crop,
                 "output: store_full_image and store_aligned_crop are both false: a shard would hold no image");
+  return loras;
 }
 
 // An existing dataset in output.dir must come from the same config (placement fields aside).
@@ -442,7 +445,7 @@ GenerateSummary generate_dataset(const GenerateConfig& cfg, const GenerateOption
   const StopSignals signals(options.handle_signals);
   const auto t_load = std::chrono::steady_clock::now();
   // 1. Everything that can be wrong is checked before any output is written.
-  check_files(cfg);
+  const std::vector<generator::LoraToApply> lora_files = check_files(cfg);
   Arc2FaceModelPaths paths;
   try {
     paths = Arc2FaceModelPaths::resolve(cfg.model.dir, cfg.model.base_dir, cfg.model.variant);
@@ -489,6 +492,7 @@ GenerateSummary generate_dataset(const GenerateConfig& cfg, const GenerateOption
       po.scheduler = cfg.generation.scheduler;
       po.timestep_spacing = cfg.generation.timestep_spacing;
       for (const auto& text : cfg.model.loras) po.loras.push_back(generator::parse_lora_spec(text));
+      po.lora_files = lora_files;
       pipelines.push_back(std::make_unique<Arc2FacePipeline>(Arc2FacePipeline::load(paths, po)));
       const int64_t f = pipelines.back()->vae_scale_factor();
       IDSYNTH_CHECK(cfg.generation.height % f == 0 && cfg.generation.width % f == 0, "generation.height/width: expected multiples of ",

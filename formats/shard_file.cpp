@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <optional>
 
 #include "core/check.h"
 #include "core/file_util.h"
@@ -264,8 +265,12 @@ uint64_t load_le(const unsigned char* p, int bytes) {
 
 // The walk of H5HG__cache_heap_deserialize over one collection of `size` bytes at `heap`, with
 // lengths of `length_bytes` (the superblock's size of lengths: 8 in every file idsynth writes, 4
-// or 2 possible). Returns the offset of an object at which the walk would not move forward, or -1.
-int64_t hanging_heap_object(const unsigned char* heap, uint64_t size, int length_bytes) {
+// or 2 possible). Returns what libhdf5 would do wrong with it, or nothing.
+struct BadHeapObject {
+  uint64_t offset = 0;  // of the object within the collection
+  const char* problem = nullptr;
+};
+std::optional<BadHeapObject> bad_heap_object(const unsigned char* heap, uint64_t size, int length_bytes) {
   const uint64_t header = 8 + static_cast<uint64_t>(length_bytes);         // "GCOL", version, 3 reserved, size
   const uint64_t object_header = 8 + static_cast<uint64_t>(length_bytes);  // index, refcount, 4 reserved, size
   uint64_t p = header;
@@ -276,10 +281,13 @@ int64_t hanging_heap_object(const unsigned char* heap, uint64_t size, int length
     // unsigned arithmetic wraps as the library's size_t does
     const uint64_t need = index > 0 ? object_header + ((object_size + 7) & ~uint64_t{7}) : object_size;
     const uint64_t next = p + need;
-    if (need == 0 || next <= p) return static_cast<int64_t>(p);
+    if (need == 0 || next <= p) return BadHeapObject{p, "whose size would stop libhdf5 from advancing (it would hang reading it)"};
+    // H5HG_read copies an object's bytes without checking that they lie inside the collection.
+    if (index > 0 && object_size > size - p - object_header)  // p + object_header <= size here
+      return BadHeapObject{p, "whose size runs past the end of the collection (libhdf5 would read beyond its buffer)"};
     p = next;
   }
-  return -1;
+  return std::nullopt;
 }
 
 class MappedFile {
@@ -335,10 +343,9 @@ void check_hdf5_global_heaps(const std::string& path) {
       const uint64_t size = load_le(begin + offset + 8, length_bytes);
       // A collection that does not fit in the file is refused by libhdf5 before it is walked.
       if (size <= n - offset) {
-        const int64_t bad = hanging_heap_object(begin + offset, size, length_bytes);
-        IDSYNTH_CHECK(bad < 0, path, ": damaged HDF5 file: the global heap collection at byte ", offset, " has an object at byte ",
-                      offset + static_cast<uint64_t>(bad),
-                      " whose size would stop libhdf5 from advancing (it would hang reading it); regenerate the file");
+        const std::optional<BadHeapObject> bad = bad_heap_object(begin + offset, size, length_bytes);
+        IDSYNTH_CHECK(!bad, path, ": damaged HDF5 file: the global heap collection at byte ", offset, " has an object at byte ",
+                      offset + (bad ? bad->offset : 0), " ", bad ? bad->problem : "", "; regenerate the file");
       }
     }
     at = offset + 1;

@@ -41,9 +41,9 @@ void write_shard(const std::string& path, const ShardData& data);
 ShardData read_shard(const std::string& path);
 
 // Refuses (throws, naming the file and offset) an HDF5 file holding a global heap collection that
-// libhdf5 1.10 (Debian 12's) would walk forever: a free-space object of size 0, or an object size
-// that wraps the walk backwards (its H5HG__cache_heap_deserialize has no progress check; later
-// versions added one). Variable-length data, such as a shard's JPEG bytes and string attributes,
+// libhdf5 1.10 (Debian 12's) mishandles: one it would walk forever (a free-space object of size 0,
+// or an object size that wraps the walk backwards: H5HG__cache_heap_deserialize has no progress
+// check) or an object whose size runs past the collection (H5HG_read copies it unchecked). Variable-length data, such as a shard's JPEG bytes and string attributes,
 // lives in these heaps, so read_shard and ShardImageReader run this first. Found by fuzzing
 // (tests/fuzz, hdf5_shard). Reads the file once (memory-mapped); a "GCOL" signature inside other
 // data is checked too, which can only refuse a file whose bytes there spell a hanging heap.

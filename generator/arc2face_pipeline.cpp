@@ -120,7 +120,9 @@ Arc2FacePipeline::Arc2FacePipeline(CLIPTextModel text_encoder, UNet2DCondition u
 Arc2FacePipeline Arc2FacePipeline::load(const Arc2FaceModelPaths& paths, const PipelineOptions& options) {
   log::Stopwatch watch;
   auto scheduler = scheduler_for(paths, options.scheduler, options.timestep_spacing);
-  const std::vector<LoraToApply> loras = read_loras(options.loras);
+  IDSYNTH_CHECK(options.lora_files.empty() || options.lora_files.size() == options.loras.size(),
+                "Arc2Face pipeline: ", options.lora_files.size(), " LoRA files read for ", options.loras.size(), " LoRA specs");
+  const std::vector<LoraToApply> loras = options.lora_files.empty() ? read_loras(options.loras) : options.lora_files;
   auto text_encoder = load_clip_text_model(paths.text_encoder, options.device, options.dtype, nullptr, loras);
   auto unet = load_unet(paths.unet, options.device, options.dtype, nullptr, loras);
   auto vae = load_vae(paths.vae, options.device, options.dtype);

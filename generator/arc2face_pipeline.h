@@ -51,6 +51,9 @@ struct PipelineOptions {
   std::string timestep_spacing;
   // LoRA files fused into the UNet and text encoder at load, in order (generator/lora.h).
   std::vector<LoraSpec> loras;
+  // The same files already read and checked (read_loras(loras)), so that a caller that checks
+  // them before loading, or loads several pipelines, reads each file once; empty: load reads them.
+  std::vector<LoraToApply> lora_files;
 };
 
 struct SampleOptions {

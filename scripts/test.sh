@@ -38,5 +38,5 @@ echo "test.sh: sanitizer pass took $((sanitized - tested)) s"
 # hdf5_shard stays out until ShardImageReader closes its file when its constructor throws (each
 # malformed shard leaves an HDF5 file open, and libhdf5's memory grows to an out-of-memory within
 # seconds; docs/reliability.md, Fuzzing).
-IDSYNTH_FUZZ_EXCLUDE=hdf5_shard scripts/fuzz.sh "${IDSYNTH_FUZZ_SECONDS:-20}"
+IDSYNTH_FUZZ_LORA=1 IDSYNTH_FUZZ_EXCLUDE=hdf5_shard scripts/fuzz.sh "${IDSYNTH_FUZZ_SECONDS:-20}"
 echo "test.sh: fuzzing took $(( $(date +%s) - sanitized )) s"

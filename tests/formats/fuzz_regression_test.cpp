@@ -172,17 +172,28 @@ TEST(FuzzRegression, ShardWithAHangingGlobalHeapIsRefused) {
     p += 16 + ((size + 7) & ~uint64_t{7});
   }
   ASSERT_GT(free_space, 0u) << "the collection has no free-space object to damage";
-  std::memset(&bytes[heap + free_space + 8], 0, 8);
-  std::ofstream(dir + "/hang.h5", std::ios::binary) << bytes;
+  std::string hang = bytes;
+  std::memset(&hang[heap + free_space + 8], 0, 8);
+  std::ofstream(dir + "/hang.h5", std::ios::binary) << hang;
+  // fuzz_hdf5_shard (heap-buffer-overflow), the second finding: the first object claiming more bytes
+  // than the collection holds; H5HG_read copied them from past the heap's buffer.
+  std::string over = bytes;
+  const uint64_t too_big = heap_size;
+  std::memcpy(&over[heap + 16 + 8], &too_big, 8);
+  std::ofstream(dir + "/over.h5", std::ios::binary) << over;
 
   EXPECT_NO_THROW(check_hdf5_global_heaps(dir + "/good.h5"));
   alarm(60);
   const std::string err = error_of([&] { read_shard(dir + "/hang.h5"); });
   const std::string reader_err = error_of([&] { ShardImageReader(dir + "/hang.h5", "images"); });
+  const std::string over_err = error_of([&] { read_shard(dir + "/over.h5"); });
   alarm(0);
   EXPECT_EQ(err.rfind(dir + "/hang.h5: damaged HDF5 file: the global heap collection at byte " + std::to_string(heap), 0), 0u) << err;
   EXPECT_NE(err.find("would stop libhdf5 from advancing"), std::string::npos) << err;
   EXPECT_EQ(reader_err, err);
+  EXPECT_EQ(over_err, dir + "/over.h5: damaged HDF5 file: the global heap collection at byte " + std::to_string(heap) +
+                          " has an object at byte " + std::to_string(heap + 16) +
+                          " whose size runs past the end of the collection (libhdf5 would read beyond its buffer); regenerate the file");
 }
 
 }  // namespace

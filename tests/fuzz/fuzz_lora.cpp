@@ -6,6 +6,8 @@
 #include <fstream>
 #include <string>
 
+#include <filesystem>
+
 #include "core/check.h"
 #include "core/safetensors.h"
 #include "generator/lora.h"
@@ -27,6 +29,7 @@ int lora(const uint8_t* data, size_t size) {
 }
 
 void write_lora_seeds(const std::string& dir) {
+  std::filesystem::create_directories(dir);
   auto t = [](std::vector<int64_t> shape) { return at::rand(shape, at::TensorOptions().dtype(at::kFloat)); };
   const std::string kohya = "lora_unet_down_blocks_0_attentions_0_proj_in";
   save_safetensors(dir + "/kohya.safetensors", {{kohya + ".lora_down.weight", t({4, 8})},
