@@ -53,8 +53,10 @@ void Progress::draw(bool force) {
   const double rate = elapsed > 0 ? static_cast<double>(done) / elapsed : 0.0;
   const double eta = rate > 0 ? static_cast<double>(total_ - done) / rate : -1.0;
   if (!tty_) {
-    LOG_INF(label_, ": ", done, "/", total_, " ", unit_, ", ", format_number("%.2f", rate), " ", unit_, "/s, ETA ",
-            format_duration(eta), note_.empty() ? "" : ", ", note_);
+    // Tagged with the label, not this function's name ("I generate: 40/100 images ...").
+    log::write(log::Level::info, label_.c_str(),
+               cat(done, "/", total_, " ", unit_, ", ", format_number("%.2f", rate), " ", unit_, "/s, ETA ", format_duration(eta),
+                   note_.empty() ? "" : ", ", note_));
     return;
   }
   constexpr int kWidth = 24;
@@ -74,9 +76,10 @@ void Progress::finish() {
   }
   finished_ = true;
   const double elapsed = elapsed_seconds();
-  LOG_INF(label_, ": ", done_.load(), " ", unit_, " in ", Progress::format_duration(elapsed), " (",
-          elapsed > 0 ? static_cast<double>(done_.load()) / elapsed : 0.0, " ", unit_, "/s)", note_.empty() ? "" : ", ",
-          note_);
+  if (log::enabled(log::Level::info))
+    log::write(log::Level::info, label_.c_str(),
+               cat(done_.load(), " ", unit_, " in ", Progress::format_duration(elapsed), " (",
+                   elapsed > 0 ? static_cast<double>(done_.load()) / elapsed : 0.0, " ", unit_, "/s)", note_.empty() ? "" : ", ", note_));
 }
 
 }  // namespace idsynth
