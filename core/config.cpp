@@ -99,6 +99,38 @@ class Reader final : public Visitor {
     }
   }
 
+  void path_scale_list(const char* key, std::vector<std::string>& value, const char* /*doc*/) override {
+    const YAML::Node n = child(key);
+    if (!n.IsDefined() || n.IsNull()) return;
+    const char* expected = "a list of FILE[:SCALE] strings or {path: FILE, scale: S} maps";
+    std::vector<YAML::Node> items;
+    if (n.IsScalar() || n.IsMap()) {
+      items.push_back(n);  // a single value is a list of one
+    } else {
+      if (!n.IsSequence()) error(key, expected, describe(n));
+      for (const auto& item : n) items.push_back(item);
+    }
+    value.clear();
+    for (const auto& item : items) {
+      if (item.IsScalar()) {
+        value.push_back(item.Scalar());
+        continue;
+      }
+      if (!item.IsMap()) error(key, expected, describe(item) + " as an item");
+      std::string path, scale = "1";
+      for (const auto& kv : item) {
+        const std::string k = key_text(kv.first, source_);
+        if (k != "path" && k != "scale") error(key, "map keys path and scale", "'" + k + "'");
+        if (!kv.second.IsScalar()) error(key, "a plain " + k + " value", describe(kv.second));
+        (k == "path" ? path : scale) = kv.second.Scalar();
+      }
+      if (path.empty()) error(key, "a path in every {path, scale} map", "a map without one");
+      double v = 0;
+      if (!YAML::convert<double>::decode(YAML::Node(scale), v) || !std::isfinite(v)) error(key, "a number as scale", "'" + scale + "'");
+      value.push_back(path + ":" + scale);
+    }
+  }
+
   // Every key of every mapping must have been visited.
   void check_unknown(const YAML::Node& n, std::vector<std::string>& path) {
     if (!n.IsMap()) return;

@@ -31,6 +31,10 @@ class Visitor {
   // `choices` empty: any string.
   virtual void field(const char* key, std::string& value, const char* doc, std::vector<std::string> choices = {}) = 0;
   virtual void field(const char* key, std::vector<std::string>& value, const char* doc) = 0;
+  // A list of "FILE[:SCALE]" strings (LoRA lists) whose YAML items may also be written as maps
+  // {path: FILE, scale: S}; a map item is stored as "FILE:S" ("FILE:1" without a scale), so the
+  // rest of the program, and the config written back, see one form.
+  virtual void path_scale_list(const char* key, std::vector<std::string>& value, const char* doc) { field(key, value, doc); }
 
   // A nested section: `body` visits its fields.
   template <typename Section>

@@ -24,7 +24,9 @@ struct ModelConfig {
     v.field("recognizer", recognizer, "ArcFace recogniser for the ID filter: ONNX file or IResNet safetensors (empty: no filter)");
     v.field("detector", detector, "SCRFD detector ONNX for the ID filter (empty: fixed-crop alignment)");
     v.field("variant", variant, "weight-file variant to prefer, e.g. fp16 (diffusion_pytorch_model.fp16.safetensors); empty: the plain files");
-    v.field("loras", loras, "LoRA files fused into the UNet / text encoder at load, FILE or FILE:SCALE each (e.g. [lcm-lora-sdv1-5.safetensors] with scheduler lcm)");
+    v.path_scale_list("loras", loras,
+                      "LoRA files fused into the UNet / text encoder at load, in order: {path: FILE, scale: S} maps or FILE[:SCALE] "
+                      "strings (e.g. [{path: lcm-lora-sdv1-5.safetensors, scale: 1.0}] with scheduler lcm)");
   }
 };
 

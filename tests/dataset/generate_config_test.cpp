@@ -74,6 +74,27 @@ TEST(Config, ErrorsNameFileKeyExpectationAndValue) {
   EXPECT_NE(err.find("/nonexistent/x.yaml: cannot open"), std::string::npos) << err;
 }
 
+// model.loras as the issue writes it ({path, scale} maps) or as the CLI does (FILE[:SCALE]), mixed;
+// stored in one form, which the written config keeps.
+TEST(Config, LoraListsTakeMapsAndStrings) {
+  const auto cfg = config::load<dataset::GenerateConfig>(
+      write_yaml("model:\n  loras:\n    - {path: lcm.safetensors, scale: 0.8}\n    - path: style.safetensors\n    - plain.pt:0.5\n"));
+  EXPECT_EQ(cfg.model.loras, (std::vector<std::string>{"lcm.safetensors:0.8", "style.safetensors:1", "plain.pt:0.5"}));
+  const std::string again = write_yaml(config::to_yaml(cfg));
+  EXPECT_EQ(config::load<dataset::GenerateConfig>(again).model.loras, cfg.model.loras);
+  EXPECT_EQ(config::load<dataset::GenerateConfig>(write_yaml("model:\n  loras: {path: one.safetensors}\n")).model.loras,
+            std::vector<std::string>{"one.safetensors:1"});
+
+  std::string err = error_of([&] { config::load<dataset::GenerateConfig>(write_yaml("model:\n  loras: [{path: a, weight: 2}]\n")); });
+  EXPECT_NE(err.find("c.yaml: model.loras: expected map keys path and scale, found 'weight'"), std::string::npos) << err;
+  err = error_of([&] { config::load<dataset::GenerateConfig>(write_yaml("model:\n  loras: [{scale: 2}]\n")); });
+  EXPECT_NE(err.find("model.loras: expected a path in every {path, scale} map, found a map without one"), std::string::npos) << err;
+  err = error_of([&] { config::load<dataset::GenerateConfig>(write_yaml("model:\n  loras: [{path: a, scale: strong}]\n")); });
+  EXPECT_NE(err.find("model.loras: expected a number as scale, found 'strong'"), std::string::npos) << err;
+  err = error_of([&] { config::load<dataset::GenerateConfig>(write_yaml("model:\n  loras: [[a, b]]\n")); });
+  EXPECT_NE(err.find("model.loras: expected a list of FILE[:SCALE] strings or {path: FILE, scale: S} maps"), std::string::npos) << err;
+}
+
 TEST(Config, DefaultsDocumentEveryKey) {
   const std::string doc = config::to_yaml(dataset::GenerateConfig{}, true);
   for (const char* key : {"steps: 25", "guidance: 3", "max_similarity: 0.3", "identities_per_shard: 100", "# denoising steps"})
@@ -115,7 +136,7 @@ TEST(Config, ShippedPresetsLoad) {
   EXPECT_EQ(k20.model.dir, k10.model.dir);
   // The fast mode: the 10K set with the LCM-LoRA, 4 LCM steps and no guidance batch.
   const auto lcm = config::load<dataset::GenerateConfig>(std::string(IDSYNTH_SOURCE_DIR) + "/configs/arc2face-10k-lcm.yaml");
-  EXPECT_EQ(lcm.model.loras, std::vector<std::string>{"models/lcm-lora-sdv1-5/pytorch_lora_weights.safetensors"});
+  EXPECT_EQ(lcm.model.loras, std::vector<std::string>{"models/lcm-lora-sdv1-5/pytorch_lora_weights.safetensors:1.0"});
   EXPECT_EQ(lcm.generation.scheduler, "lcm");
   EXPECT_EQ(lcm.generation.steps, 4);
   EXPECT_EQ(lcm.identities.count, k10.identities.count);

@@ -164,10 +164,12 @@ std::string tiny_image(const char* ext, int w, int h) {
 struct FuzzModel {
   std::string name = "arc2face";
   std::vector<std::string> devices = {"cpu"};
+  std::vector<std::string> loras;
   double guidance = 3.0;
   void visit(config::Visitor& v) {
     v.field("name", name, "model name", {"arc2face", "tiny"});
     v.field("devices", devices, "devices");
+    v.path_scale_list("loras", loras, "LoRA files");
     v.field("guidance", guidance, "guidance scale", config::RealRange{0.0, 50.0});
   }
 };
@@ -448,7 +450,7 @@ void write_seeds(const std::string& target, const std::string& dir) {
       seed(dir, name, read_bytes(e.path().string()));
     }
     seed(dir, "fuzz.yaml", "steps: 30\nseed: 7\neta: 0.5\nflag: true\nout: \"x y\"\n"
-                           "model:\n  name: tiny\n  devices: [cpu, cuda:0]\n  guidance: 2.5\n--set model.guidance=4");
+                           "model:\n  name: tiny\n  devices: [cpu, cuda:0]\n  loras: [{path: a.safetensors, scale: 0.5}, b.pt:2]\n  guidance: 2.5\n--set model.guidance=4");
     seed(dir, "include.yaml", "include: [base.yaml]\nsteps: 3\n");
   } else if (target == "image") {
     seed(dir, "tiny.png", tiny_image(".png", 3, 2));
