@@ -91,9 +91,15 @@ int eval_verify(const std::vector<std::string>& args) {
     const std::string stem = fs::path(path).stem().string();
     std::printf("[%s] XNorm: %f\n[%s] Accuracy-%s: %1.5f+-%1.5f\n", stem.c_str(), r.xnorm, stem.c_str(),
                 eo.flip ? "Flip" : "NoFlip", r.accuracy, r.std);
-    for (const auto& t : r.tar_at_far)
-      std::printf("[%s] TAR@FAR=%s: %1.5f (threshold %.4f, achieved FAR %.2e)\n", stem.c_str(),
-                  eval::far_label(t.far_target).c_str(), t.tar, t.threshold, t.far);
+    for (const auto& t : r.tar_at_far) {
+      if (t.resolved())
+        std::printf("[%s] TAR@FAR=%s: %1.5f (threshold %.4f, achieved FAR %.2e)\n", stem.c_str(),
+                    eval::far_label(t.far_target).c_str(), t.tar, t.threshold, t.far);
+      else
+        std::printf("[%s] TAR@FAR=%s: n/a (%ld impostor pairs resolve FARs down to %.1e only)\n", stem.c_str(),
+                    eval::far_label(t.far_target).c_str(), static_cast<long>(t.impostors),
+                    t.impostors > 0 ? 1.0 / static_cast<double>(t.impostors) : 1.0);
+    }
     std::string th;
     for (double t : r.best_thresholds()) th += cat(th.empty() ? "" : " ", t);
     std::printf("[%s] best thresholds per fold: %s\n", stem.c_str(), th.c_str());

@@ -91,7 +91,7 @@ Table verification_table(const Keyed<VerificationMetrics>& entries) {
     std::vector<std::string> row = {name, percent(v.accuracy), percent(v.std)};
     for (double far : {1e-3, 1e-4}) {
       const VerificationMetrics::Tar* tar = v.tar_at(far);
-      row.push_back(tar ? format_number("%.4f", tar->tar) : "-");
+      row.push_back(!tar ? "-" : tar->resolves(far) ? format_number("%.4f", tar->tar) : "n/a");
     }
     row.push_back(v.xnorm ? format_number("%.4f", *v.xnorm) : "-");
     std::string thresholds;
@@ -106,6 +106,12 @@ Table verification_table(const Keyed<VerificationMetrics>& entries) {
 std::string verification_html(const Keyed<VerificationMetrics>& entries) {
   if (entries.empty()) return "";
   std::string html = "<h2>Face verification (insightface 10-fold protocol)</h2>\n" + table_html(verification_table(entries));
+  bool unresolved = false;
+  for (const auto& [name, v] : entries)
+    for (double far : {1e-3, 1e-4}) unresolved = unresolved || (v.tar_at(far) && !v.tar_at(far)->resolves(far));
+  if (unresolved)
+    html += "<p>n/a: the pack has fewer than 1/FAR impostor pairs, so no threshold can be placed at that false accept "
+            "rate.</p>\n";
   Keyed<const VerificationMetrics*> curves;
   bool any_roc = false;
   for (const auto& [name, v] : entries) {

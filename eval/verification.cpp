@@ -204,6 +204,7 @@ std::vector<TarAtFar> tar_at_far(const std::vector<double>& dist, const std::vec
     for (double d : genuine) ta += d < r.threshold;
     r.far = rate(fa, static_cast<int64_t>(impostor.size()));
     r.tar = rate(ta, static_cast<int64_t>(genuine.size()));
+    r.impostors = static_cast<int64_t>(impostor.size());
     out.push_back(r);
   }
   return out;
@@ -304,7 +305,7 @@ VerificationMetrics verification_metrics(const VerificationResult& r, bool flip,
   m.best_thresholds = r.best_thresholds();
   m.fold_accuracies = r.fold_accuracies;
   m.tar_at_far.emplace();
-  for (const auto& t : r.tar_at_far) m.tar_at_far->push_back({far_label(t.far_target), {t.tar, t.far, t.threshold}});
+  for (const auto& t : r.tar_at_far) m.tar_at_far->push_back({far_label(t.far_target), {t.tar, t.far, t.threshold, t.impostors}});
   m.xnorm = r.xnorm;
   m.flip = flip;
   m.pairs = pairs;

@@ -61,12 +61,15 @@ struct FoldResult {
 // ascending d_1 <= ... <= d_N; with k = floor(far_target * N) false accepts allowed, the threshold is
 // d_(k+1) and a pair is accepted when dist < threshold, so at most k impostors are accepted
 // (exactly k unless distances tie); k >= N accepts everything. `far` is the achieved rate.
-// With N impostor pairs, FAR targets below 1/N all give threshold d_1 (zero false accepts).
+// With N impostor pairs, FAR targets below 1/N all give threshold d_1 (zero false accepts): such a
+// TAR says nothing about that FAR, and resolved() is false (printers show "n/a").
 struct TarAtFar {
   double far_target = 0.0;
   double threshold = 0.0;
   double far = 0.0;
   double tar = 0.0;
+  int64_t impostors = 0;
+  bool resolved() const { return far_target * static_cast<double>(impostors) >= 1.0; }
 };
 
 struct VerificationResult {
@@ -112,12 +115,16 @@ std::string far_label(double far);
 struct VerificationMetrics {
   struct Tar {
     double tar = 0.0, far = 0.0, threshold = 0.0;
+    std::optional<int64_t> impostors;  // impostor pairs it was measured on (older files: absent)
     template <class Self, class F>
     static void fields(Self& m, F& f) {
       f("tar", m.tar);
       f("far", m.far);
       f("threshold", m.threshold);
+      f("impostors", m.impostors);
     }
+    // False when there were too few impostor pairs to reach the target FAR (target * impostors < 1).
+    bool resolves(double far_target) const { return !impostors || far_target * static_cast<double>(*impostors) >= 1.0; }
   };
   struct Roc {
     std::vector<double> thresholds, tpr, fpr;  // per threshold

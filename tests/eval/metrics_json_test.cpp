@@ -79,6 +79,7 @@ json::Value earlier_verification_entry(const VerificationResult& r, bool flip, i
     e.set("tar", t.tar);
     e.set("far", t.far);
     e.set("threshold", t.threshold);
+    e.set("impostors", t.impostors);  // the one key added since (2026-12-07); files without it still read
     char key[32];
     std::snprintf(key, sizeof key, "%.0e", t.far_target);
     tar.set(key, e);

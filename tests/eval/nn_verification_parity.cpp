@@ -70,6 +70,18 @@ TEST(VerificationProtocol, TarAtFarDefinition) {
   EXPECT_DOUBLE_EQ(r[1].tar, 0.25);
   EXPECT_TRUE(std::isinf(r[2].threshold));
   EXPECT_DOUBLE_EQ(r[2].tar, 1.0);
+  // Ten impostors resolve FAR 0.1 and 1, not 1e-3 (it would need a thousand).
+  EXPECT_EQ(r[0].impostors, 10);
+  EXPECT_TRUE(r[0].resolved());
+  EXPECT_FALSE(r[1].resolved());
+  EXPECT_TRUE(r[2].resolved());
+  // The metrics.json entry keeps the count, and its reader says the same.
+  const VerificationMetrics m = verification_metrics(evaluate_distances(dist, same, {2, {0.1, 1e-3}}), false, 14);
+  ASSERT_TRUE(m.tar_at(1e-3) && m.tar_at(0.1));
+  EXPECT_EQ(m.tar_at(1e-3)->impostors, 10);
+  EXPECT_FALSE(m.tar_at(1e-3)->resolves(1e-3));
+  EXPECT_TRUE(m.tar_at(0.1)->resolves(0.1));
+  EXPECT_FALSE(VerificationMetrics::from_json(m.to_json(), "test").tar_at(1e-3)->resolves(1e-3));
 }
 
 TEST(VerificationParity, FlipSumProtocolMatchesGolden) {
