@@ -56,7 +56,8 @@ int eval_verify(const std::vector<std::string>& args) {
       "out", po::value<std::string>()->default_value(""), "folder for metrics.json (keyed by pack file stem)");
   auto parsed = parse_args("eval verify", "--recognizer M --bin a.bin [b.bin ...] [--no-flip] [--out DIR]",
                            "insightface 10-fold verification (arcface_torch eval/verification.py) on .bin packs:\n"
-                           "accuracy mean and population std, per-fold thresholds, TAR at FAR 1e-3/1e-4, XNorm.\n"
+                           "accuracy mean and population std, per-fold thresholds, TAR at FAR 1e-3/1e-4 (n/a where\n"
+                           "the pack has fewer than 1/FAR impostor pairs), XNorm.\n"
                            "A pack that cannot be read or evaluated is named on stderr and skipped; the others are\n"
                            "still evaluated and written (exit code 3).",
                            opts, args, nullptr, &shared);
