@@ -9,6 +9,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <unordered_set>
 
 #include "core/check.h"
 #include "core/file_util.h"
@@ -85,10 +86,15 @@ class CheckpointDecoder {
     return {pid.items[2]->text, it->second, pid.items[4]->integer};
   }
 
-  // Walks the unpickled object; storages are resolved through `load_storage`.
+  // Walks the unpickled object; storages are resolved through `load_storage`. The pickle memo lets
+  // one dictionary stand under many keys, so a hostile file of dictionaries each holding the next
+  // one twice names 2^depth entries: the walk stops at kMaxEntries (found by fuzzing).
+  static constexpr size_t kMaxEntries = size_t{1} << 22;
   template <typename LoadStorage>
   void collect(const Value& v, const std::string& prefix, TensorDict& out, LoadStorage&& load_storage, size_t depth = 0) {
     IDSYNTH_CHECK(depth < 64, source_, ": nesting deeper than 64 dictionaries");
+    IDSYNTH_CHECK(++entries_ <= kMaxEntries, source_, ": more than ", kMaxEntries,
+                  " entries in the checkpoint's dictionaries (one dictionary shared under many keys?)");
     if (v.is(Kind::dict)) {
       for (const auto& [k, val] : v.entries) {
         std::string key;
@@ -107,6 +113,7 @@ class CheckpointDecoder {
   }
 
  private:
+  size_t entries_ = 0;
   static std::vector<int64_t> int_tuple(const Value& v, const std::string& what, const std::string& source) {
     IDSYNTH_CHECK(v.is(Kind::tuple) || v.is(Kind::list), source, ": ", what, ": expected a tuple of ints, found ", pickle::describe(v));
     std::vector<int64_t> out;
@@ -218,10 +225,13 @@ TensorDict read_legacy(const uint8_t* data, size_t size, const std::string& sour
   IDSYNTH_CHECK(keys->root()->is(Kind::list), source, ": legacy checkpoint: expected a list of storage keys, found ",
                 pickle::describe(*keys->root()));
 
-  // The object pickle names each storage's type and size; collect them first.
+  // The object pickle names each storage's type and size; collect them first. The memo lets one
+  // value appear many times (and inside itself), so each is visited once: a hostile pickle of lists
+  // each holding the next one twice would otherwise take 2^depth steps (found by fuzzing).
   CheckpointDecoder decoder(source);
   std::map<std::string, StorageRef> refs;
   std::vector<const Value*> todo = {main->root()};
+  std::unordered_set<const Value*> seen = {main->root()};
   while (!todo.empty()) {
     const Value* v = todo.back();
     todo.pop_back();
@@ -230,8 +240,10 @@ TensorDict read_legacy(const uint8_t* data, size_t size, const std::string& sour
       refs.emplace(r.key, r);
       continue;
     }
-    for (const Value* it : v->items) todo.push_back(it);
-    for (const auto& e : v->entries) todo.push_back(e.second);
+    for (const Value* it : v->items)
+      if (seen.insert(it).second) todo.push_back(it);
+    for (const auto& e : v->entries)
+      if (seen.insert(e.second).second) todo.push_back(e.second);
   }
   std::map<std::string, at::Tensor> storages;
   for (const Value* k : keys->root()->items) {

@@ -18,6 +18,7 @@
 #include "formats/image.h"
 #include "formats/npy.h"
 #include "formats/shard_file.h"
+#include "core/torch_checkpoint.h"
 #include "tests/support/errors.h"
 #include "tests/support/goldens.h"
 
@@ -27,6 +28,12 @@ namespace {
 using test::error_of;
 
 void put_u32(std::string& bytes, size_t at, uint32_t v) { std::memcpy(&bytes[at], &v, 4); }
+
+// A string literal's bytes, NULs included, without its terminator.
+template <size_t N>
+std::string literal_bytes(const char (&literal)[N]) {
+  return std::string(literal, N - 1);
+}
 
 // fuzz_npz (out-of-memory): a 400-byte .npz whose zip headers claim a 4 GiB member. read_npz
 // allocated the claimed size up front (malloc of 4294967160 bytes); it now reads in chunks, so the
@@ -194,6 +201,42 @@ TEST(FuzzRegression, ShardWithAHangingGlobalHeapIsRefused) {
   EXPECT_EQ(over_err, dir + "/over.h5: damaged HDF5 file: the global heap collection at byte " + std::to_string(heap) +
                           " has an object at byte " + std::to_string(heap + 16) +
                           " whose size runs past the end of the collection (libhdf5 would read beyond its buffer); regenerate the file");
+}
+
+// fuzz_torch_checkpoint (timeout, after 638 s of campaign): the pickle memo lets one container be
+// named twice by the next, so 40 small pickle instructions per level describe 2^depth paths. The
+// storage walk of a legacy checkpoint followed every path (lists), and so did the tensor collection
+// (dictionaries). Each container is now visited once, and the dictionary walk stops at 2^22 entries.
+// (Without the fixes both inputs run for hours; the alarm fails the test in 60 s.)
+TEST(FuzzRegression, CheckpointWithSharedContainersIsWalkedOnce) {
+  // A legacy torch.save file: magic number, protocol 1001, sys info, the object, no storages.
+  auto legacy = [](const std::string& object_pickle) {
+    return literal_bytes("\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.") + literal_bytes("\x80\x02M\xe9\x03.") +
+           literal_bytes("\x80\x02}X\x0d\x00\x00\x00little_endian\x88s.") + object_pickle + literal_bytes("\x80\x02].");
+  };
+  const int depth = 48;
+  // lists: L0 = [], L(k) = [L(k-1), L(k-1)], each memoised at k and popped; the object is L(depth)
+  std::string lists = literal_bytes("\x80\x02]q\x00" "0");
+  // dictionaries: D0 = {}, D(k) = {"a": D(k-1), "b": D(k-1)}
+  std::string dicts = literal_bytes("\x80\x02}q\x00" "0");
+  for (int k = 1; k <= depth; ++k) {
+    const char prev = static_cast<char>(k - 1), cur = static_cast<char>(k);
+    lists += std::string("]h") + prev + "ah" + prev + "aq" + cur + "0";
+    dicts += literal_bytes("}X\x01\x00\x00\x00" "ah") + prev + "s" + literal_bytes("X\x01\x00\x00\x00" "bh") + prev + "sq" + cur + "0";
+  }
+  lists += std::string("h") + static_cast<char>(depth) + ".";
+  dicts += std::string("h") + static_cast<char>(depth) + ".";
+  const std::string list_file = legacy(lists), dict_file = legacy(dicts);
+
+  alarm(60);
+  TensorDict none;
+  EXPECT_NO_THROW(none = read_torch_checkpoint_bytes(reinterpret_cast<const uint8_t*>(list_file.data()), list_file.size(), "lists.pt"));
+  const std::string err = error_of([&] {
+    read_torch_checkpoint_bytes(reinterpret_cast<const uint8_t*>(dict_file.data()), dict_file.size(), "dicts.pt");
+  });
+  alarm(0);
+  EXPECT_EQ(none.size(), 0u) << "the list holds no tensor";
+  EXPECT_EQ(err, "dicts.pt: more than 4194304 entries in the checkpoint's dictionaries (one dictionary shared under many keys?)");
 }
 
 }  // namespace
