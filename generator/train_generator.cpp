@@ -366,7 +366,6 @@ GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const Gene
     trained_count += t.numel();
     params.push_back(t);
   }
-  const auto apply_lora = [&] { primary.apply_lora(); };
   // Replica 0's trained tensors into the others (after resume and after every optimiser step).
   const auto broadcast = [&] {
     torch::NoGradGuard no_grad;
@@ -484,7 +483,7 @@ GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const Gene
     torch::NoGradGuard no_grad;
     unet->eval();
     text_model->eval();
-    apply_lora();
+    primary.apply_lora();
     const int64_t rows = static_cast<int64_t>(grid_pairs.size()), cols = train_vae ? 1 : cfg.samples.seeds;
     at::Tensor images;
     if (train_vae) {
@@ -616,12 +615,11 @@ GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const Gene
       });
       double loss = 0;
       for (double l : losses) loss += l;
-      if (!std::isfinite(loss)) {
-        IDSYNTH_CHECK(!train_vae, "train-generator stopped: VAE loss is not finite at step ", step + 1, "; lower optim.lr");
+      if (!std::isfinite(loss) && train_vae) fail("train-generator stopped: VAE loss is not finite at step ", step + 1, "; lower optim.lr");
+      if (!std::isfinite(loss))
         fail("train-generator stopped: loss is ", std::isnan(loss) ? "NaN" : "inf", " at step ", step + 1, " (batch position ",
              position, ", first pair ", data.describe(batch.samples.front()), "); last checkpoint: ",
              result.last_checkpoint.empty() ? std::string("none") : result.last_checkpoint, ". Lower optim.lr or check the data.");
-      }
       // reduce: replica 0 += replica 1 + replica 2 + ... (fixed order); the others' gradients cleared
       {
         torch::NoGradGuard no_grad;

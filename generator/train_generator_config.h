@@ -186,9 +186,6 @@ struct TrainGeneratorConfig {
     IDSYNTH_CHECK(!data.paths.empty(), "train-generator config: data.paths: expected at least one dataset, found none");
     IDSYNTH_CHECK(run.devices.empty() || run.device == "auto",
                   "train-generator config: run.devices: expected either run.device or run.devices, found both (run.device ", run.device, ")");
-    IDSYNTH_CHECK(data.batch_size >= static_cast<int64_t>(run.device_list().size()),
-                  "train-generator config: data.batch_size: expected at least one pair per device (", run.device_list().size(),
-                  " devices), found ", data.batch_size);
   }
 };
 
