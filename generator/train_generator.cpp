@@ -26,6 +26,7 @@
 #include "core/file_util.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/progress.h"
 #include "core/safetensors.h"
 #include "core/splitmix.h"
 #include "core/stop_signals.h"
@@ -283,6 +284,64 @@ std::vector<int64_t> shard_sizes(int64_t n, size_t replicas) {
   return sizes;
 }
 
+// The frozen VAE's posterior (mean, std) of every training image as the model sees it, centre
+// cropped and, when data.flip_p > 0, mirrored too: training then samples latents from it instead of
+// encoding every batch again (for a small model the encoder costs as much as the UNet's step). The
+// images are encoded in fixed chunks of the batch size in index order, so the numbers are the same
+// after any resume and on any device count.
+struct LatentCache {
+  at::Tensor mean, std;  // [pairs · orientations, C, h, w] float32 on the CPU
+  int64_t orientations = 1;
+
+  bool empty() const { return !mean.defined(); }
+  // The posterior of a batch's rows: [B, C, h, w] each.
+  std::pair<at::Tensor, at::Tensor> rows(const GeneratorBatch& batch) const {
+    std::vector<int64_t> index(batch.samples.size());
+    for (size_t k = 0; k < index.size(); ++k)
+      index[k] = batch.samples[k] * orientations + (orientations > 1 ? batch.flipped[k] : 0);
+    const at::Tensor i = at::tensor(index, at::kLong);
+    return {mean.index_select(0, i), std.index_select(0, i)};
+  }
+};
+
+constexpr double kLatentCacheLimitBytes = 2.0 * (1 << 30);
+
+LatentCache build_latent_cache(const TrainGeneratorConfig& cfg, const GeneratorTrainData& data, AutoencoderKL& vae,
+                               c10::Device device, int64_t latent_side) {
+  LatentCache cache;
+  if (cfg.train.target == "vae" || cfg.train.cache_latents == "off") return cache;
+  cache.orientations = cfg.data.flip_p > 0 ? 2 : 1;
+  const int64_t channels = vae->config().latent_channels, rows = data.size() * cache.orientations;
+  const double bytes = 2.0 * 4.0 * static_cast<double>(rows * channels * latent_side * latent_side);
+  if (cfg.data.crop != "center") {
+    LOG_INF("train.cache_latents auto: data.crop random changes each image at every step; the VAE encodes every batch");
+    return LatentCache{};
+  }
+  if (bytes > kLatentCacheLimitBytes) {
+    LOG_INF("train.cache_latents auto: the posteriors would take ", static_cast<int64_t>(bytes / (1 << 20)),
+            " MB (limit 2048 MB); the VAE encodes every batch");
+    return LatentCache{};
+  }
+  torch::NoGradGuard no_grad;
+  cache.mean = at::empty({rows, channels, latent_side, latent_side}, at::kFloat);
+  cache.std = at::empty_like(cache.mean);
+  const int64_t chunk = cfg.data.batch_size;
+  Progress progress(rows, "VAE posteriors", "images");
+  for (int64_t first = 0; first < rows; first += chunk) {
+    const int64_t n = std::min(chunk, rows - first);
+    std::vector<at::Tensor> images;
+    for (int64_t r = first; r < first + n; ++r) images.push_back(data.image(r / cache.orientations, r % cache.orientations == 1));
+    const LatentDistribution dist = vae->encode(at::stack(images).to(device));
+    cache.mean.narrow(0, first, n).copy_(dist.mean.to(at::kCPU, at::kFloat));
+    cache.std.narrow(0, first, n).copy_(dist.std().to(at::kCPU, at::kFloat));
+    progress.advance(n);
+  }
+  progress.finish();
+  LOG_INF("cached the VAE posteriors of ", data.size(), " pairs", cache.orientations > 1 ? " and their mirror images" : "", " (",
+          std::round(bytes / (1 << 20) * 10) / 10, " MB; train.cache_latents: off encodes every batch instead)");
+  return cache;
+}
+
 }  // namespace
 
 GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const GeneratorTrainHooks& hooks,
@@ -356,6 +415,7 @@ GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const Gene
                 " hidden_size) takes at most ", encoder.hidden_size(), "; use the recogniser the model was trained with");
   const int64_t accumulation = cfg.optim.gradient_accumulation;
   const int64_t total_steps = cfg.schedule.max_steps;
+  const LatentCache latent_cache = build_latent_cache(cfg, data, vae, device, resolution / vae_factor);
 
   // 4. what is trained (selected by load_replica)
   const bool train_vae = cfg.train.target == "vae";
@@ -598,8 +658,13 @@ GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const Gene
           DiffusionStepInputs in;
           {
             torch::NoGradGuard no_grad;
-            const LatentDistribution dist = r.vae->encode(shard(batch.images));
-            in.latents = ((dist.mean + dist.std() * shard(vae_noise)) * scaling_factor).to(at::kFloat);
+            if (latent_cache.empty()) {
+              const LatentDistribution dist = r.vae->encode(shard(batch.images));
+              in.latents = ((dist.mean + dist.std() * shard(vae_noise)) * scaling_factor).to(at::kFloat);
+            } else {
+              const auto [mean, std] = latent_cache.rows(batch);
+              in.latents = (shard(mean) + shard(std) * shard(vae_noise)) * scaling_factor;
+            }
           }
           in.noise = shard(draws.noise);
           in.timesteps = shard(draws.timesteps);

@@ -65,6 +65,7 @@ struct GeneratorTrainTargetConfig {
   double condition_dropout = 0.1;
   std::string prediction_type;
   double snr_gamma = 0;
+  std::string cache_latents = "auto";
   void visit(config::Visitor& v) {
     v.field("target", target,
             "diffusion: the UNet / ID encoder with the diffusion loss; vae: the AutoencoderKL alone with L1 reconstruction + KL "
@@ -80,6 +81,10 @@ struct GeneratorTrainTargetConfig {
     v.field("condition_dropout", condition_dropout, "probability that a sample is conditioned on the empty prompt instead of its ID", {0.0, 1.0});
     v.field("prediction_type", prediction_type, "epsilon or v_prediction (empty: the scheduler config's)", {"", "epsilon", "v_prediction"});
     v.field("snr_gamma", snr_gamma, "min-SNR-gamma loss weighting (0: off; 5 is the paper's value)", {0.0, 1000.0});
+    v.field("cache_latents", cache_latents,
+            "target diffusion: auto encodes every training image (and its mirror image) with the frozen VAE once, before "
+            "the first step, when data.crop is center and the posteriors fit in 2 GiB; off encodes each batch at every step",
+            {"auto", "off"});
   }
 };
 

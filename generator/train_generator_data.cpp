@@ -129,10 +129,10 @@ struct Source {
 // Resize (shorter side to `res`), crop, optionally flip, and scale to [-1, 1] CHW float.
 // Shrinking uses INTER_AREA (the anti-aliased counterpart of PIL's bilinear reduction that
 // torchvision's Resize applies to images), growing INTER_LINEAR (bilinear, diffusers' choice).
-// rng == nullptr: centre crop, no flip.
-void to_model_image(cv::Mat rgb, int64_t res, bool random_crop, double flip_p, Rng* rng, float* dst) {
+// rng == nullptr: centre crop, flipped when `flip`. Returns whether the image was flipped.
+bool to_model_image(cv::Mat rgb, int64_t res, bool random_crop, double flip_p, Rng* rng, float* dst, bool flip = false) {
   // The flip is drawn first and always, so it depends neither on the image size nor on the crop mode.
-  const bool flip = rng != nullptr && rng->uniform() < flip_p;
+  if (rng != nullptr) flip = rng->uniform() < flip_p;
   const int R = static_cast<int>(res);
   const int h = rgb.rows, w = rgb.cols;
   const int shorter = std::min(h, w);
@@ -164,6 +164,7 @@ void to_model_image(cv::Mat rgb, int64_t res, bool random_crop, double flip_p, R
   const int64_t plane = res * res;
   for (int64_t i = 0; i < plane; ++i)
     for (int c = 0; c < 3; ++c) dst[c * plane + i] = static_cast<float>(src[i * 3 + c]) / 127.5f - 1.0f;
+  return flip;
 }
 
 }  // namespace
@@ -548,6 +549,7 @@ GeneratorBatch GeneratorTrainData::batch(int64_t position, uint64_t seed) const 
   std::vector<std::string> bytes(static_cast<size_t>(B));
   for (int64_t k = 0; k < B; ++k) bytes[static_cast<size_t>(k)] = d.read(b.samples[static_cast<size_t>(k)]);
   b.images = at::empty({B, 3, R, R}, at::kFloat);
+  b.flipped.assign(static_cast<size_t>(B), 0);
   float* dst = b.images.data_ptr<float>();
   const uint64_t epoch_seed = mix(seed, static_cast<uint64_t>(b.epoch) + 0x9e6e);
   const bool random_crop = d.cfg.crop == "random";
@@ -555,18 +557,18 @@ GeneratorBatch GeneratorTrainData::batch(int64_t position, uint64_t seed) const 
     tbb::parallel_for(int64_t{0}, B, [&](int64_t k) {
       Rng rng(mix(epoch_seed, static_cast<uint64_t>(index * B + k)));
       const cv::Mat rgb = d.decode(bytes[static_cast<size_t>(k)], b.samples[static_cast<size_t>(k)]);
-      to_model_image(rgb, R, random_crop, d.cfg.flip_p, &rng, dst + k * 3 * R * R);
+      b.flipped[static_cast<size_t>(k)] = to_model_image(rgb, R, random_crop, d.cfg.flip_p, &rng, dst + k * 3 * R * R) ? 1 : 0;
     });
   });
   b.id_vectors = d.vectors.index_select(0, at::tensor(b.samples, at::kLong));
   return b;
 }
 
-at::Tensor GeneratorTrainData::image(int64_t i) const {
+at::Tensor GeneratorTrainData::image(int64_t i, bool flip) const {
   const Impl& d = *impl_;
   IDSYNTH_CHECK(i >= 0 && i < size(), "generator training data: pair: expected an index below ", size(), ", found ", i);
   at::Tensor out = at::empty({3, d.resolution, d.resolution}, at::kFloat);
-  to_model_image(d.decode(d.read(i), i), d.resolution, false, 0.0, nullptr, out.data_ptr<float>());
+  to_model_image(d.decode(d.read(i), i), d.resolution, false, 0.0, nullptr, out.data_ptr<float>(), flip);
   return out;
 }
 

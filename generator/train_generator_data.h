@@ -66,6 +66,7 @@ struct GeneratorBatch {
   at::Tensor images;             // [B, 3, R, R] float32 in [-1, 1], RGB
   at::Tensor id_vectors;         // [B, D] float32 (L2-normalised)
   std::vector<int64_t> samples;  // pair indices
+  std::vector<uint8_t> flipped;  // 1 where the row was flipped
 };
 
 class GeneratorTrainData {
@@ -86,8 +87,8 @@ class GeneratorTrainData {
   // The batch at a global position: epoch = position / batches_per_epoch, Fisher-Yates permutation
   // of (seed, epoch), augmentation from (seed, epoch, row). Thread-safe.
   GeneratorBatch batch(int64_t position, uint64_t seed) const;
-  // Pair i as the model sees it (no flip, centre crop): [3, R, R] in [-1, 1], and its vector [D].
-  at::Tensor image(int64_t i) const;
+  // Pair i as the model sees it (centre crop, flipped or not): [3, R, R] in [-1, 1], and its vector [D].
+  at::Tensor image(int64_t i, bool flip = false) const;
   at::Tensor id_vector(int64_t i) const;
   std::string describe(int64_t i) const;  // "<file>[record]"
   int64_t label(int64_t i) const;         // the source's identity label (folders: the person's index)

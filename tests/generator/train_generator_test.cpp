@@ -13,6 +13,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <thread>
@@ -211,6 +212,48 @@ TEST(TrainGenerator, LoraTrainingMovesSamplesToTheTrainingImagesThroughTheLoraFi
 // made SGD-like here (eps 1 >> |gradient|: the update is lr·g/(|g| + 1)); then the second step's
 // update of two replicas equals one device's to rounding, while a dropped or double-counted shard
 // would change it by tens of percent.
+// Two steps of a small-step, SGD-like AdamW (eps 1: its first steps would otherwise be ~lr·sign(g),
+// and rounding flips the signs of near-zero gradients) from the base config with `edit` applied;
+// returns the checkpoints after steps 1 and 2.
+using Checkpoints = std::pair<TensorDict, TensorDict>;
+Checkpoints two_steps(const std::string& name, const std::function<void(TrainGeneratorConfig&)>& edit) {
+  const std::string out = test::temp_dir("train_generator_two_steps_" + name);
+  TrainGeneratorConfig c = base_config(out);
+  c.optim.eps = 1.0;
+  c.optim.lr = 1e-2;
+  c.schedule.max_steps = 2;
+  c.checkpoint.every_steps = 1;
+  c.checkpoint.keep = 10;
+  c.samples.identities = 1;
+  c.samples.seeds = 1;
+  c.samples.steps = 2;
+  edit(c);
+  EXPECT_EQ(generator::train_generator(c).steps, 2) << name;
+  return {SafeTensorsFile(out + "/checkpoint-00000001.safetensors").all(), SafeTensorsFile(out + "/checkpoint-00000002.safetensors").all()};
+}
+
+// |step-2 update of b − that of a| / |step-2 update of a|, over the trained tensors ("param.*").
+double relative_update_difference(const std::string& name, const Checkpoints& a, const Checkpoints& b) {
+  double diff = 0, update = 0;
+  int64_t compared = 0;
+  for (const auto& [tensor, w2] : a.second) {
+    if (tensor.rfind("param.", 0) != 0) continue;
+    const at::Tensor* w2_b = b.second.find(tensor);
+    const at::Tensor* w1 = a.first.find(tensor);
+    EXPECT_TRUE(w2_b != nullptr && w1 != nullptr) << name << ": " << tensor;
+    if (w2_b == nullptr || w1 == nullptr) return 1e9;
+    diff += (w2 - *w2_b).to(at::kDouble).pow(2).sum().item<double>();
+    update += (w2 - *w1).to(at::kDouble).pow(2).sum().item<double>();
+    ++compared;
+  }
+  EXPECT_GT(compared, 0) << name;
+  EXPECT_GT(update, 0) << name;
+  const double relative = std::sqrt(diff / update);
+  std::cout << name << ": " << compared << " trained tensors; step 2 update " << std::sqrt(update) << ", the runs differ by "
+            << relative << " of it\n";
+  return relative;
+}
+
 TEST(TrainGenerator, TwoReplicasTrainLikeOneDevice) {
   struct Case {
     const char* name;
@@ -218,44 +261,32 @@ TEST(TrainGenerator, TwoReplicasTrainLikeOneDevice) {
     int64_t lora_rank;
   };
   for (const Case& k : {Case{"full", "diffusion", 0}, Case{"lora", "diffusion", 4}, Case{"vae", "vae", 0}}) {
-    auto train = [&](const std::vector<std::string>& devices) {
-      const std::string out = test::temp_dir(std::string("train_generator_dp_") + k.name + std::to_string(devices.size()));
-      TrainGeneratorConfig c = base_config(out);
-      c.train.target = k.target;
-      c.train.lora_rank = k.lora_rank;
-      c.run.device = "auto";
-      c.run.devices = devices;
-      c.optim.eps = 1.0;
-      c.optim.lr = 1e-2;
-      c.schedule.max_steps = 2;
-      c.checkpoint.every_steps = 1;
-      c.checkpoint.keep = 10;
-      c.samples.identities = 1;
-      c.samples.seeds = 1;
-      c.samples.steps = 2;
-      EXPECT_EQ(generator::train_generator(c).steps, 2);
-      return std::make_pair(SafeTensorsFile(out + "/checkpoint-00000001.safetensors").all(),
-                            SafeTensorsFile(out + "/checkpoint-00000002.safetensors").all());
+    const auto train = [&](const std::vector<std::string>& devices) {
+      return two_steps(k.name + std::to_string(devices.size()), [&](TrainGeneratorConfig& c) {
+        c.train.target = k.target;
+        c.train.lora_rank = k.lora_rank;
+        c.run.device = "auto";
+        c.run.devices = devices;
+      });
     };
-    const auto one = train({"cpu"}), two = train({"cpu", "cpu"});
-    double diff = 0, update = 0;
-    int64_t compared = 0;
-    for (const auto& [name, w2] : one.second) {
-      if (name.rfind("param.", 0) != 0) continue;
-      const at::Tensor* w2_two = two.second.find(name);
-      const at::Tensor* w1 = one.first.find(name);
-      ASSERT_TRUE(w2_two != nullptr && w1 != nullptr) << k.name << ": " << name;
-      diff += (w2 - *w2_two).to(at::kDouble).pow(2).sum().item<double>();
-      update += (w2 - *w1).to(at::kDouble).pow(2).sum().item<double>();
-      ++compared;
-    }
-    const double relative = std::sqrt(diff / update);
-    std::cout << k.name << ": " << compared << " trained tensors; step 2 update " << std::sqrt(update)
-              << ", two replicas vs one device differ by " << relative << " of it\n";
-    EXPECT_GT(compared, 0) << k.name;
-    EXPECT_GT(update, 0) << k.name;
-    EXPECT_LT(relative, 1e-3) << k.name << ": two replicas should train what one device trains";
+    EXPECT_LT(relative_update_difference(k.name, train({"cpu"}), train({"cpu", "cpu"})), 1e-3)
+        << k.name << ": two replicas should train what one device trains";
   }
+}
+
+// train.cache_latents auto samples each step's latents from posteriors encoded once, in chunks,
+// for every image and its mirror image; that must train what encoding every batch trains. Flips on,
+// so a row looked up in the wrong orientation (or as the wrong pair) would show.
+TEST(TrainGenerator, CachedLatentsTrainLikeEncodingEveryBatch) {
+  const auto train = [&](const std::string& cache) {
+    return two_steps("cache_" + cache, [&](TrainGeneratorConfig& c) {
+      c.train.cache_latents = cache;
+      c.data.flip_p = 0.5;
+      c.data.batch_size = 4;  // chunks of 4 while caching: other batch compositions than the steps'
+    });
+  };
+  EXPECT_LT(relative_update_difference("cache", train("off"), train("auto")), 1e-3)
+      << "cached posteriors should train what encoding every batch trains";
 }
 
 // The learning check: a tiny model (VAE trained first) overfits the eight pairs so well that
