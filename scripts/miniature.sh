@@ -5,7 +5,7 @@
 # shards only -> verification on drawn identities it has never seen, beside an FR model of the same
 # size trained on the drawn faces themselves.
 #
-#   scripts/miniature.sh [OUT]         37 min on 2 cores here; OUT defaults to miniature-out
+#   scripts/miniature.sh [OUT]         32 min on 2 cores here; OUT defaults to miniature-out
 #   scripts/miniature.sh --ci [OUT]    the CI-sized variant (a few minutes, smaller everything)
 #
 # Every stage is a normal idsynth command with a config under configs/miniature/; the script only
@@ -30,7 +30,7 @@ mkdir -p "$out"
 # images. Both FR models train for the same number of steps.
 if [[ $variant == full ]]; then
   size=32 real_ids=400 real_imgs=12 rec_epochs=3 vae_steps=300 gen_steps=1500
-  syn_ids=200 syn_imgs=12 fr_steps=250 bin_ids=300 bin_pairs=1200
+  syn_ids=200 syn_imgs=12 fr_steps=600 bin_ids=300 bin_pairs=1200
 else
   size=16 real_ids=150 real_imgs=10 rec_epochs=4 vae_steps=150 gen_steps=400
   syn_ids=60 syn_imgs=8 fr_steps=100 bin_ids=100 bin_pairs=400
