@@ -662,8 +662,8 @@ GeneratorTrainResult train_generator(const TrainGeneratorConfig& cfg, const Gene
               const LatentDistribution dist = r.vae->encode(shard(batch.images));
               in.latents = ((dist.mean + dist.std() * shard(vae_noise)) * scaling_factor).to(at::kFloat);
             } else {
-              const auto [mean, std] = latent_cache.rows(batch);
-              in.latents = (shard(mean) + shard(std) * shard(vae_noise)) * scaling_factor;
+              const auto [mean_rows, std_rows] = latent_cache.rows(batch);
+              in.latents = (shard(mean_rows) + shard(std_rows) * shard(vae_noise)) * scaling_factor;
             }
           }
           in.noise = shard(draws.noise);
