@@ -50,6 +50,7 @@ void check_status(herr_t status, const std::string& file, const std::string& wha
   IDSYNTH_CHECK(status >= 0, file, ": HDF5: ", what, " failed");
 }
 
+// The version-1 reader's type for its variable-length string attributes.
 hid_t string_type() {
   hid_t t = H5Tcopy(H5T_C_S1);
   H5Tset_size(t, H5T_VARIABLE);
@@ -57,12 +58,14 @@ hid_t string_type() {
   return t;
 }
 
-void write_string_attr(hid_t loc, const char* name, const std::string& value, const std::string& file) {
-  Handle type(string_type(), H5Tclose, "string type", file);
+// A fixed-length string attribute: its bytes live in the object header, never in a global heap.
+void write_fixed_string_attr(hid_t loc, const char* name, const std::string& value, const std::string& file) {
+  Handle type(H5Tcopy(H5T_C_S1), H5Tclose, "string type", file);
+  check_status(H5Tset_size(type, value.size()), file, cat("string type of ", name));
+  check_status(H5Tset_strpad(type, H5T_STR_NULLPAD), file, cat("string type of ", name));
   Handle space(H5Screate(H5S_SCALAR), H5Sclose, "scalar space", file);
   Handle attr(H5Acreate2(loc, name, type, space, H5P_DEFAULT, H5P_DEFAULT), H5Aclose, cat("attribute ", name), file);
-  const char* p = value.c_str();
-  check_status(H5Awrite(attr, type, &p), file, cat("writing attribute ", name));
+  check_status(H5Awrite(attr, type, value.data()), file, cat("writing attribute ", name));
 }
 
 void write_int_attr(hid_t loc, const char* name, int64_t value, const std::string& file) {
@@ -82,18 +85,23 @@ void write_array(hid_t file_id, hid_t dcpl, const char* name, hid_t file_type, h
   if (!v.empty()) check_status(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()), file, cat("writing ", name));
 }
 
-void write_bytes_array(hid_t file_id, hid_t dcpl, const char* name, const std::vector<std::string>& v, const std::string& file) {
-  Handle type(H5Tvlen_create(H5T_STD_U8LE), H5Tclose, "vlen type", file);
-  Handle mem_type(H5Tvlen_create(H5T_NATIVE_UINT8), H5Tclose, "vlen type", file);
-  hsize_t n = v.size();
-  Handle space(H5Screate_simple(1, &n, nullptr), H5Sclose, "dataspace", file);
-  Handle ds(H5Dcreate2(file_id, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT), H5Dclose, cat("dataset ", name), file);
-  std::vector<hvl_t> data(v.size());
-  for (size_t i = 0; i < v.size(); ++i) {
-    data[i].len = v[i].size();
-    data[i].p = const_cast<char*>(v[i].data());
-  }
-  if (!data.empty()) check_status(H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()), file, cat("writing ", name));
+void write_text(hid_t file_id, hid_t dcpl, const char* name, const std::string& text, const std::string& file) {
+  const std::vector<uint8_t> bytes(text.begin(), text.end());
+  write_array(file_id, dcpl, name, H5T_STD_U8LE, H5T_NATIVE_UINT8, bytes, {bytes.size()}, file);
+}
+
+// Version 2 stores N byte strings as their concatenation (uint8 [total]) and N + 1 offsets
+// (int64), so that reading them never asks libhdf5 for variable-length data (docs/reliability.md,
+// finding 9).
+void write_concatenated(hid_t file_id, hid_t dcpl, const std::string& name, const std::vector<std::string>& v,
+                        const std::string& file) {
+  std::vector<int64_t> offsets(v.size() + 1, 0);
+  for (size_t i = 0; i < v.size(); ++i) offsets[i + 1] = offsets[i] + static_cast<int64_t>(v[i].size());
+  std::vector<uint8_t> bytes;
+  bytes.reserve(static_cast<size_t>(offsets.back()));
+  for (const auto& b : v) bytes.insert(bytes.end(), b.begin(), b.end());
+  write_array(file_id, dcpl, name.c_str(), H5T_STD_U8LE, H5T_NATIVE_UINT8, bytes, {bytes.size()}, file);
+  write_array(file_id, dcpl, (name + "_offsets").c_str(), H5T_STD_I64LE, H5T_NATIVE_INT64, offsets, {offsets.size()}, file);
 }
 
 void fsync_path(const std::string& path, bool directory) {
@@ -126,24 +134,79 @@ herr_t image_free(void* ptr, H5FD_file_image_op_t op, void*) {
 }
 
 // ---- reading --------------------------------------------------------------------------------
+// A shard may come from anywhere, so every object is checked against what write_shard makes before
+// libhdf5 reads its data: hard links only (an external link or a virtual dataset would make the
+// reader open other files), contiguous or compact storage inside this file (no external files, no
+// filters), the expected element class, and no more elements than the file has bytes (a hostile
+// header cannot make the reader allocate memory the file does not back).
 
 bool has_link(hid_t file_id, const char* name) { return H5Lexists(file_id, name, H5P_DEFAULT) > 0; }
 
-std::vector<hsize_t> dataset_dims(hid_t ds, const std::string& file, const char* name) {
+hid_t open_dataset(hid_t file_id, const char* name, const std::string& file) {
+  IDSYNTH_CHECK(has_link(file_id, name), file, ": dataset '", name, "' missing");
+  H5L_info_t link{};
+  check_status(H5Lget_info(file_id, name, &link, H5P_DEFAULT), file, cat("link ", name));
+  IDSYNTH_CHECK(link.type == H5L_TYPE_HARD, file, ": '", name, "': expected a dataset in this file, found a ",
+                link.type == H5L_TYPE_EXTERNAL ? "link to another file" : "soft or user-defined link");
+  const hid_t ds = H5Dopen2(file_id, name, H5P_DEFAULT);
+  IDSYNTH_CHECK(ds >= 0, file, ": dataset '", name, "': could not open it");
+  return ds;
+}
+
+const char* class_name(H5T_class_t c) {
+  switch (c) {
+    case H5T_INTEGER: return "integer";
+    case H5T_FLOAT: return "float";
+    case H5T_STRING: return "string";
+    case H5T_VLEN: return "variable-length";
+    case H5T_COMPOUND: return "compound";
+    case H5T_REFERENCE: return "reference";
+    default: return "another type";
+  }
+}
+
+// The extent of dataset `ds`, after the checks above. `element` is the class the reader converts
+// from; `rank` the expected rank (0: any).
+std::vector<hsize_t> checked_extent(hid_t ds, const char* name, H5T_class_t element, int rank, uint64_t file_size,
+                                    const std::string& file) {
+  {
+    Handle type(H5Dget_type(ds), H5Tclose, cat("type of ", name), file);
+    const H5T_class_t c = H5Tget_class(type);
+    IDSYNTH_CHECK(c == element, file, ": dataset '", name, "': expected ", class_name(element), " elements, found ",
+                  class_name(c));
+    IDSYNTH_CHECK(element == H5T_VLEN || H5Tget_size(type) <= 8, file, ": dataset '", name,
+                  "': expected elements of at most 8 bytes, found ", H5Tget_size(type));
+    Handle dcpl(H5Dget_create_plist(ds), H5Pclose, cat("creation list of ", name), file);
+    const H5D_layout_t layout = H5Pget_layout(dcpl);
+    IDSYNTH_CHECK(layout == H5D_CONTIGUOUS || layout == H5D_COMPACT, file, ": dataset '", name,
+                  "': expected contiguous storage (as idsynth writes), found ",
+                  layout == H5D_CHUNKED ? "chunked" : layout == H5D_VIRTUAL ? "virtual" : "another", " storage");
+    IDSYNTH_CHECK(H5Pget_external_count(dcpl) == 0, file, ": dataset '", name,
+                  "': expected its data inside the file, found external files");
+  }
   Handle space(H5Dget_space(ds), H5Sclose, cat("dataspace of ", name), file);
-  const int rank = H5Sget_simple_extent_ndims(space);
-  IDSYNTH_CHECK(rank >= 0, file, ": ", name, ": bad dataspace");
-  std::vector<hsize_t> dims(static_cast<size_t>(rank));
-  H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+  const int r = H5Sget_simple_extent_ndims(space);
+  IDSYNTH_CHECK(r >= 0 && r <= 4, file, ": dataset '", name, "': bad dataspace");
+  IDSYNTH_CHECK(rank == 0 || r == rank, file, ": dataset '", name, "': expected ", rank, " dimension(s), found ", r);
+  std::vector<hsize_t> dims(static_cast<size_t>(r));
+  if (r > 0) H5Sget_simple_extent_dims(space, dims.data(), nullptr);
+  uint64_t count = 1;
+  for (hsize_t d : dims) {
+    IDSYNTH_CHECK(d <= file_size && (d == 0 || count <= file_size / d), file, ": dataset '", name,
+                  "': expected at most ", file_size, " elements (the file's size), found a larger extent");
+    count *= d;
+  }
+  IDSYNTH_CHECK(count <= file_size, file, ": dataset '", name, "': expected at most ", file_size,
+                " elements (the file's size), found ", count);
   return dims;
 }
 
 template <typename T>
-std::vector<T> read_array(hid_t file_id, const char* name, hid_t mem_type, const std::string& file,
+std::vector<T> read_array(hid_t file_id, const char* name, hid_t mem_type, uint64_t file_size, const std::string& file,
                           std::vector<hsize_t>* dims_out = nullptr) {
-  IDSYNTH_CHECK(has_link(file_id, name), file, ": dataset '", name, "' missing");
-  Handle ds(H5Dopen2(file_id, name, H5P_DEFAULT), H5Dclose, cat("opening ", name), file);
-  const auto dims = dataset_dims(ds, file, name);
+  Handle ds(open_dataset(file_id, name, file), H5Dclose, cat("opening ", name), file);
+  const H5T_class_t element = H5Tget_class(mem_type);
+  const auto dims = checked_extent(ds, name, element, 0, file_size, file);
   size_t n = 1;
   for (auto d : dims) n *= d;
   std::vector<T> v(n);
@@ -152,10 +215,10 @@ std::vector<T> read_array(hid_t file_id, const char* name, hid_t mem_type, const
   return v;
 }
 
-std::vector<std::string> read_bytes_array(hid_t file_id, const char* name, const std::string& file) {
-  Handle ds(H5Dopen2(file_id, name, H5P_DEFAULT), H5Dclose, cat("opening ", name), file);
-  const auto dims = dataset_dims(ds, file, name);
-  IDSYNTH_CHECK(dims.size() == 1, file, ": ", name, ": expected rank 1, found ", dims.size());
+// Version 1's images: one variable-length uint8 element each (trusted files only, finding 9).
+std::vector<std::string> read_vlen_bytes(hid_t file_id, const char* name, uint64_t file_size, const std::string& file) {
+  Handle ds(open_dataset(file_id, name, file), H5Dclose, cat("opening ", name), file);
+  const auto dims = checked_extent(ds, name, H5T_VLEN, 1, file_size, file);
   Handle mem_type(H5Tvlen_create(H5T_NATIVE_UINT8), H5Tclose, "vlen type", file);
   std::vector<hvl_t> data(dims[0]);
   std::vector<std::string> out(dims[0]);
@@ -167,9 +230,51 @@ std::vector<std::string> read_bytes_array(hid_t file_id, const char* name, const
   return out;
 }
 
-std::string read_string_attr(hid_t loc, const char* name, const std::string& file) {
+// Version 2's offsets of `name` into its concatenated bytes (of `total` bytes): N + 1 of them, from
+// 0 to total, never decreasing.
+std::vector<int64_t> read_offsets(hid_t file_id, const std::string& name, uint64_t total, uint64_t file_size,
+                                  const std::string& file) {
+  const std::string offsets_name = name + "_offsets";
+  std::vector<int64_t> offsets = read_array<int64_t>(file_id, offsets_name.c_str(), H5T_NATIVE_INT64, file_size, file);
+  IDSYNTH_CHECK(!offsets.empty() && offsets.front() == 0, file, ": dataset '", offsets_name,
+                "': expected N + 1 offsets starting at 0");
+  for (size_t i = 1; i < offsets.size(); ++i)
+    IDSYNTH_CHECK(offsets[i] >= offsets[i - 1], file, ": dataset '", offsets_name, "'[", i,
+                  "]: expected offsets that never decrease, found ", offsets[i], " after ", offsets[i - 1]);
+  IDSYNTH_CHECK(static_cast<uint64_t>(offsets.back()) == total, file, ": dataset '", offsets_name,
+                "': expected the last offset to be the length of '", name, "' (", total, "), found ", offsets.back());
+  return offsets;
+}
+
+std::vector<std::string> read_concatenated(hid_t file_id, const char* name, uint64_t file_size, const std::string& file) {
+  const std::vector<uint8_t> bytes = read_array<uint8_t>(file_id, name, H5T_NATIVE_UINT8, file_size, file);
+  const std::vector<int64_t> offsets = read_offsets(file_id, name, bytes.size(), file_size, file);
+  std::vector<std::string> out(offsets.size() - 1);
+  for (size_t i = 0; i + 1 < offsets.size(); ++i)
+    out[i].assign(reinterpret_cast<const char*>(bytes.data()) + offsets[i], static_cast<size_t>(offsets[i + 1] - offsets[i]));
+  return out;
+}
+
+std::string read_text(hid_t file_id, const char* name, uint64_t file_size, const std::string& file) {
+  const std::vector<uint8_t> bytes = read_array<uint8_t>(file_id, name, H5T_NATIVE_UINT8, file_size, file);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+hid_t open_attr(hid_t loc, const char* name, H5T_class_t element, const std::string& file) {
   IDSYNTH_CHECK(H5Aexists(loc, name) > 0, file, ": attribute '", name, "' missing");
-  Handle attr(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose, cat("attribute ", name), file);
+  const hid_t attr = H5Aopen(loc, name, H5P_DEFAULT);
+  IDSYNTH_CHECK(attr >= 0, file, ": attribute '", name, "': could not open it");
+  const hid_t type = H5Aget_type(attr);
+  const H5T_class_t c = type >= 0 ? H5Tget_class(type) : H5T_NO_CLASS;
+  if (type >= 0) H5Tclose(type);
+  if (c != element) H5Aclose(attr);
+  IDSYNTH_CHECK(c == element, file, ": attribute '", name, "': expected ", class_name(element), ", found ", class_name(c));
+  return attr;
+}
+
+// Version 1's variable-length string attributes (trusted files only, finding 9).
+std::string read_vlen_string_attr(hid_t loc, const char* name, const std::string& file) {
+  Handle attr(open_attr(loc, name, H5T_STRING, file), H5Aclose, cat("attribute ", name), file);
   Handle type(string_type(), H5Tclose, "string type", file);
   char* p = nullptr;
   check_status(H5Aread(attr, type, &p), file, cat("reading attribute ", name));
@@ -178,14 +283,52 @@ std::string read_string_attr(hid_t loc, const char* name, const std::string& fil
   return s;
 }
 
+// Version 2's fixed-length string attribute (`format`), up to 256 bytes, trailing NULs dropped.
+std::string read_fixed_string_attr(hid_t loc, const char* name, const std::string& file) {
+  Handle attr(open_attr(loc, name, H5T_STRING, file), H5Aclose, cat("attribute ", name), file);
+  Handle type(H5Aget_type(attr), H5Tclose, cat("type of ", name), file);
+  IDSYNTH_CHECK(H5Tis_variable_str(type) == 0, file, ": attribute '", name,
+                "': expected a fixed-length string, found a variable-length one");
+  Handle space(H5Aget_space(attr), H5Sclose, cat("dataspace of ", name), file);
+  IDSYNTH_CHECK(H5Sget_simple_extent_npoints(space) == 1, file, ": attribute '", name, "': expected one string");
+  const size_t size = H5Tget_size(type);
+  IDSYNTH_CHECK(size >= 1 && size <= 256, file, ": attribute '", name, "': expected at most 256 bytes, found ", size);
+  std::string s(size, '\0');
+  check_status(H5Aread(attr, type, s.data()), file, cat("reading attribute ", name));
+  while (!s.empty() && s.back() == '\0') s.pop_back();
+  return s;
+}
+
 int64_t read_int_attr(hid_t loc, const char* name, const std::string& file) {
-  IDSYNTH_CHECK(H5Aexists(loc, name) > 0, file, ": attribute '", name, "' missing");
-  Handle attr(H5Aopen(loc, name, H5P_DEFAULT), H5Aclose, cat("attribute ", name), file);
+  Handle attr(open_attr(loc, name, H5T_INTEGER, file), H5Aclose, cat("attribute ", name), file);
+  Handle space(H5Aget_space(attr), H5Sclose, cat("dataspace of ", name), file);
+  IDSYNTH_CHECK(H5Sget_simple_extent_npoints(space) == 1, file, ": attribute '", name, "': expected one integer");
   int64_t v = 0;
   check_status(H5Aread(attr, H5T_NATIVE_INT64, &v), file, cat("reading attribute ", name));
   return v;
 }
 
+// format_version, checked to be one this reader knows (and, for version 1, that it may read it).
+int64_t read_format_version(hid_t file_id, bool accept_version_1, const std::string& file) {
+  const int64_t version = read_int_attr(file_id, "format_version", file);
+  IDSYNTH_CHECK(version == kShardFormatVersion || version == 1, file, ": attribute format_version: expected 1 or ",
+                kShardFormatVersion, ", found ", version);
+  IDSYNTH_CHECK(version != 1 || accept_version_1, file,
+                ": attribute format_version: expected ", kShardFormatVersion,
+                " (version-1 shards keep variable-length data, which is read only from trusted sources), found 1");
+  if (version == 1) check_hdf5_global_heaps(file);
+  const std::string format = version == 1 ? read_vlen_string_attr(file_id, "format", file)
+                                          : read_fixed_string_attr(file_id, "format", file);
+  IDSYNTH_CHECK(format == "idsynth-shard", file, ": attribute format: expected 'idsynth-shard', found '", format, "'");
+  return version;
+}
+
+uint64_t size_of_file(const std::string& path) {
+  std::error_code ec;
+  const uintmax_t size = std::filesystem::file_size(path, ec);
+  IDSYNTH_CHECK(!ec, path, ": cannot read its size: ", ec.message());
+  return size;
+}
 }  // namespace
 
 void write_shard(const std::string& path, const ShardData& d) {
@@ -217,11 +360,11 @@ void write_shard(const std::string& path, const ShardData& d) {
     {
       Handle file(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, fcpl, fapl), H5Fclose, "creating the file in memory", path);
 
-      write_string_attr(file, "format", "idsynth-shard", path);
+      write_fixed_string_attr(file, "format", "idsynth-shard", path);
       write_int_attr(file, "format_version", kShardFormatVersion, path);
       write_int_attr(file, "shard_index", d.shard_index, path);
-      write_string_attr(file, "config", d.config, path);
-      write_string_attr(file, "model_files", d.model_files, path);
+      write_text(file, dcpl, "config", d.config, path);
+      write_text(file, dcpl, "model_files", d.model_files, path);
 
       write_array(file, dcpl, "identity_index", H5T_STD_I64LE, H5T_NATIVE_INT64, d.identity_index, {k}, path);
       write_array(file, dcpl, "identity_vectors", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, d.identity_vectors,
@@ -233,8 +376,8 @@ void write_shard(const std::string& path, const ShardData& d) {
       write_array(file, dcpl, "attempt", H5T_STD_I32LE, H5T_NATIVE_INT32, d.attempt, {n}, path);
       write_array(file, dcpl, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, d.seed, {n}, path);
       write_array(file, dcpl, "similarity", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, d.similarity, {n}, path);
-      if (d.has_images) write_bytes_array(file, dcpl, "images", d.images, path);
-      if (d.has_aligned) write_bytes_array(file, dcpl, "aligned", d.aligned, path);
+      if (d.has_images) write_concatenated(file, dcpl, "images", d.images, path);
+      if (d.has_aligned) write_concatenated(file, dcpl, "aligned", d.aligned, path);
       check_status(H5Fflush(file, H5F_SCOPE_GLOBAL), path, "flush");
       size = H5Fget_file_image(file, nullptr, 0);
       IDSYNTH_CHECK(size > 0, path, ": HDF5: size of the file image: expected > 0, found ", size);
@@ -352,37 +495,41 @@ void check_hdf5_global_heaps(const std::string& path) {
   }
 }
 
-ShardData read_shard(const std::string& path) {
+ShardData read_shard(const std::string& path, bool accept_version_1) {
   std::lock_guard<std::mutex> lock(hdf5_mutex());
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   IDSYNTH_CHECK(H5Fis_hdf5(path.c_str()) > 0, path, ": not an HDF5 file (missing, truncated or damaged)");
-  check_hdf5_global_heaps(path);
+  const uint64_t file_size = size_of_file(path);
   Handle file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose, "opening the file", path);
+  const int64_t version = read_format_version(file, accept_version_1, path);
   ShardData d;
-  const std::string format = read_string_attr(file, "format", path);
-  IDSYNTH_CHECK(format == "idsynth-shard", path, ": attribute format: expected 'idsynth-shard', found '", format, "'");
-  const int64_t version = read_int_attr(file, "format_version", path);
-  IDSYNTH_CHECK(version == kShardFormatVersion, path, ": attribute format_version: expected ", kShardFormatVersion,
-                ", found ", version);
   d.shard_index = read_int_attr(file, "shard_index", path);
-  d.config = read_string_attr(file, "config", path);
-  d.model_files = read_string_attr(file, "model_files", path);
-  d.identity_index = read_array<int64_t>(file, "identity_index", H5T_NATIVE_INT64, path);
+  if (version == 1) {
+    d.config = read_vlen_string_attr(file, "config", path);
+    d.model_files = read_vlen_string_attr(file, "model_files", path);
+  } else {
+    d.config = read_text(file, "config", file_size, path);
+    d.model_files = read_text(file, "model_files", file_size, path);
+  }
+  d.identity_index = read_array<int64_t>(file, "identity_index", H5T_NATIVE_INT64, file_size, path);
   std::vector<hsize_t> dims;
-  d.identity_vectors = read_array<float>(file, "identity_vectors", H5T_NATIVE_FLOAT, path, &dims);
+  d.identity_vectors = read_array<float>(file, "identity_vectors", H5T_NATIVE_FLOAT, file_size, path, &dims);
   IDSYNTH_CHECK(dims.size() == 2 && dims[0] == d.identity_index.size(), path,
                 ": identity_vectors: expected [K, D] with K = len(identity_index)");
   d.dim = static_cast<int64_t>(dims[1]);
-  d.short_identities = read_array<int64_t>(file, "short_identities", H5T_NATIVE_INT64, path);
-  d.labels = read_array<int64_t>(file, "labels", H5T_NATIVE_INT64, path);
-  d.image_index = read_array<int32_t>(file, "image_index", H5T_NATIVE_INT32, path);
-  d.attempt = read_array<int32_t>(file, "attempt", H5T_NATIVE_INT32, path);
-  d.seed = read_array<uint64_t>(file, "seed", H5T_NATIVE_UINT64, path);
-  d.similarity = read_array<float>(file, "similarity", H5T_NATIVE_FLOAT, path);
+  d.short_identities = read_array<int64_t>(file, "short_identities", H5T_NATIVE_INT64, file_size, path);
+  d.labels = read_array<int64_t>(file, "labels", H5T_NATIVE_INT64, file_size, path);
+  d.image_index = read_array<int32_t>(file, "image_index", H5T_NATIVE_INT32, file_size, path);
+  d.attempt = read_array<int32_t>(file, "attempt", H5T_NATIVE_INT32, file_size, path);
+  d.seed = read_array<uint64_t>(file, "seed", H5T_NATIVE_UINT64, file_size, path);
+  d.similarity = read_array<float>(file, "similarity", H5T_NATIVE_FLOAT, file_size, path);
   d.has_images = has_link(file, "images");
   d.has_aligned = has_link(file, "aligned");
-  if (d.has_images) d.images = read_bytes_array(file, "images", path);
-  if (d.has_aligned) d.aligned = read_bytes_array(file, "aligned", path);
+  const auto read_images = [&](const char* name) {
+    return version == 1 ? read_vlen_bytes(file, name, file_size, path) : read_concatenated(file, name, file_size, path);
+  };
+  if (d.has_images) d.images = read_images("images");
+  if (d.has_aligned) d.aligned = read_images("aligned");
   const size_t n = d.labels.size();
   IDSYNTH_CHECK(d.image_index.size() == n && d.attempt.size() == n && d.seed.size() == n && d.similarity.size() == n &&
                     (!d.has_images || d.images.size() == n) && (!d.has_aligned || d.aligned.size() == n),
@@ -390,41 +537,37 @@ ShardData read_shard(const std::string& path) {
   return d;
 }
 
-ShardImageReader::ShardImageReader(const std::string& path, const std::string& image) : path_(path) {
+ShardImageReader::ShardImageReader(const std::string& path, const std::string& image, bool accept_version_1)
+    : path_(path) {
   static_assert(sizeof(hid_t) == sizeof(int64_t), "hid_t is stored as int64_t");
   std::lock_guard<std::mutex> lock(hdf5_mutex());
   // A malformed shard throws half-way: what was opened is closed here, as the destructor of an
   // object never constructed will not run (libhdf5 would otherwise keep the file open).
   try {
     H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // errors are reported here, not printed by HDF5
+    const uint64_t file_size = size_of_file(path);
     file_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
     IDSYNTH_CHECK(file_ >= 0, path, ": expected an HDF5 shard, could not open it");
-    check_hdf5_global_heaps(path);
+    version_ = read_format_version(file_, accept_version_1, path);
     const bool has_aligned = has_link(file_, "aligned");
     const bool has_images = has_link(file_, "images");
     std::string name = image;
     if (name == "auto") name = has_aligned ? "aligned" : "images";
     IDSYNTH_CHECK(name == "aligned" ? has_aligned : has_images, path, ": dataset '", name,
-                  "': expected variable-length JPEG bytes, not in the shard (data.image: ", image, ")");
-    IDSYNTH_CHECK(has_link(file_, "labels"), path, ": dataset 'labels': expected int64 [N], not found");
-    {
-      Handle labels(H5Dopen2(file_, "labels", H5P_DEFAULT), H5Dclose, "opening labels", path);
-      const int64_t n = extent(labels, "labels");
-      labels_.resize(static_cast<size_t>(n));
-      if (n > 0)
-        IDSYNTH_CHECK(H5Dread(labels, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels_.data()) >= 0, path,
-                      ": dataset 'labels': expected integers, could not read them");
+                  "': expected JPEG bytes, not in the shard (data.image: ", image, ")");
+    labels_ = read_array<int64_t>(file_, "labels", H5T_NATIVE_INT64, file_size, path);
+    images_ = open_dataset(file_, name.c_str(), path);
+    if (version_ == 1) {
+      const int64_t m = static_cast<int64_t>(checked_extent(images_, name.c_str(), H5T_VLEN, 1, file_size, path)[0]);
+      IDSYNTH_CHECK(m == static_cast<int64_t>(labels_.size()), path, ": dataset '", name, "': expected ",
+                    labels_.size(), " images (one per label), found ", m);
+      memtype_ = H5Tvlen_create(H5T_NATIVE_UCHAR);
+    } else {
+      const uint64_t total = checked_extent(images_, name.c_str(), H5T_INTEGER, 1, file_size, path)[0];
+      offsets_ = read_offsets(file_, name, total, file_size, path);
+      IDSYNTH_CHECK(offsets_.size() == labels_.size() + 1, path, ": dataset '", name, "_offsets': expected ",
+                    labels_.size() + 1, " offsets (one image per label), found ", offsets_.size());
     }
-    images_ = H5Dopen2(file_, name.c_str(), H5P_DEFAULT);
-    IDSYNTH_CHECK(images_ >= 0, path, ": dataset '", name, "': could not open it");
-    const int64_t m = extent(images_, name.c_str());
-    IDSYNTH_CHECK(m == static_cast<int64_t>(labels_.size()), path, ": dataset '", name, "': expected ", labels_.size(),
-                  " images (one per label), found ", m);
-    const hid_t ftype = H5Dget_type(images_);
-    const bool vlen = H5Tget_class(ftype) == H5T_VLEN;
-    H5Tclose(ftype);
-    IDSYNTH_CHECK(vlen, path, ": dataset '", name, "': expected variable-length uint8 (JPEG bytes), found another type");
-    memtype_ = H5Tvlen_create(H5T_NATIVE_UCHAR);
     image_name_ = name;
   } catch (...) {
     if (memtype_ >= 0) H5Tclose(memtype_);
@@ -442,30 +585,32 @@ ShardImageReader::~ShardImageReader() {
   if (file_ >= 0) H5Fclose(file_);
 }
 
-int64_t ShardImageReader::extent(int64_t dataset, const char* name) const {
-  const hid_t space = H5Dget_space(dataset);
-  const int rank = H5Sget_simple_extent_ndims(space);
-  hsize_t dims[2] = {0, 0};
-  if (rank == 1) H5Sget_simple_extent_dims(space, dims, nullptr);
-  H5Sclose(space);
-  IDSYNTH_CHECK(rank == 1, path_, ": dataset '", name, "': expected 1 dimension, found ", rank);
-  return static_cast<int64_t>(dims[0]);
-}
-
 std::string ShardImageReader::read(int64_t i) const {
   IDSYNTH_CHECK(i >= 0 && i < static_cast<int64_t>(labels_.size()), path_, ": dataset '", image_name_, "'[", i,
                 "]: expected an index below ", labels_.size());
   std::lock_guard<std::mutex> lock(hdf5_mutex());
   const hid_t fspace = H5Dget_space(images_);
-  const hsize_t start = static_cast<hsize_t>(i), count = 1;
-  H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, nullptr, &count, nullptr);
-  const hid_t mspace = H5Screate_simple(1, &count, nullptr);
-  hvl_t vl{0, nullptr};
-  const herr_t rc = H5Dread(images_, memtype_, mspace, fspace, H5P_DEFAULT, &vl);
   std::string bytes;
-  if (rc >= 0 && vl.p != nullptr) bytes.assign(static_cast<const char*>(vl.p), vl.len);
-  if (rc >= 0) H5Dvlen_reclaim(memtype_, mspace, H5P_DEFAULT, &vl);
-  H5Sclose(mspace);
+  herr_t rc = 0;
+  if (version_ == 1) {
+    const hsize_t start = static_cast<hsize_t>(i), count = 1;
+    H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, nullptr, &count, nullptr);
+    const hid_t mspace = H5Screate_simple(1, &count, nullptr);
+    hvl_t vl{0, nullptr};
+    rc = H5Dread(images_, memtype_, mspace, fspace, H5P_DEFAULT, &vl);
+    if (rc >= 0 && vl.p != nullptr) bytes.assign(static_cast<const char*>(vl.p), vl.len);
+    if (rc >= 0) H5Dvlen_reclaim(memtype_, mspace, H5P_DEFAULT, &vl);
+    H5Sclose(mspace);
+  } else {
+    const hsize_t start = static_cast<hsize_t>(offsets_[i]), count = static_cast<hsize_t>(offsets_[i + 1] - offsets_[i]);
+    bytes.resize(count);
+    if (count > 0) {
+      H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, nullptr, &count, nullptr);
+      const hid_t mspace = H5Screate_simple(1, &count, nullptr);
+      rc = H5Dread(images_, H5T_NATIVE_UINT8, mspace, fspace, H5P_DEFAULT, bytes.data());
+      H5Sclose(mspace);
+    }
+  }
   H5Sclose(fspace);
   IDSYNTH_CHECK(rc >= 0, path_, ": dataset '", image_name_, "'[", i, "]: could not read the image bytes");
   return bytes;

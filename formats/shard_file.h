@@ -1,6 +1,6 @@
 // One dataset shard as an HDF5 file (docs/formats.md, "Shard"): JPEG bytes of the generated faces
-// and their aligned crops, labels, identity vectors, per-image metadata, and the resolved config and
-// model hashes as attributes. Written byte-deterministically (no timestamps, fixed format version)
+// and their aligned crops, labels, identity vectors, per-image metadata, the resolved config and
+// model hashes. Written byte-deterministically (no timestamps, fixed format version)
 // and atomically (temporary name, fsync, rename), so reruns and array tasks produce the same bytes.
 #pragma once
 
@@ -10,7 +10,11 @@
 
 namespace idsynth::formats {
 
-constexpr int64_t kShardFormatVersion = 1;
+// Version 2 holds no variable-length data (JPEG bytes are concatenated with offsets beside them),
+// so its reader never reaches libhdf5's global-heap code, which crashes on crafted files
+// (docs/reliability.md, finding 9). Version 1 (idsynth before 2026-12-08) is still read, by
+// default, as files from one's own runs are trusted.
+constexpr int64_t kShardFormatVersion = 2;
 
 struct ShardData {
   int64_t shard_index = 0;
@@ -37,8 +41,11 @@ struct ShardData {
 
 // Writes `path` + ".tmp.<pid>", fsyncs it and renames it over `path`. Throws idsynth::Error.
 void write_shard(const std::string& path, const ShardData& data);
-// Reads a shard written by write_shard (any error names the file and the dataset).
-ShardData read_shard(const std::string& path);
+// Reads a shard written by write_shard (any error names the file and the dataset). Every dataset
+// is checked (hard link, storage inside the file, element type, extent within the file's size)
+// before its data is read. accept_version_1 = false refuses version-1 shards, whose
+// variable-length data libhdf5 1.10 cannot read safely from an untrusted file.
+ShardData read_shard(const std::string& path, bool accept_version_1 = true);
 
 // Refuses (throws, naming the file and offset) an HDF5 file holding a global heap collection that
 // libhdf5 1.10 (Debian 12's) mishandles: one it would walk forever (a free-space object of size 0,
@@ -53,7 +60,7 @@ void check_hdf5_global_heaps(const std::string& path);
 class ShardImageReader {
  public:
   // image: "aligned", "images" or "auto" (aligned when the shard has it).
-  ShardImageReader(const std::string& path, const std::string& image);
+  ShardImageReader(const std::string& path, const std::string& image, bool accept_version_1 = true);
   ~ShardImageReader();
   ShardImageReader(const ShardImageReader&) = delete;
   ShardImageReader& operator=(const ShardImageReader&) = delete;
@@ -63,12 +70,13 @@ class ShardImageReader {
   std::string read(int64_t i) const;
 
  private:
-  int64_t extent(int64_t dataset, const char* name) const;
   std::string path_;
   std::string image_name_;
   int64_t file_ = -1;  // hid_t
   int64_t images_ = -1;
-  int64_t memtype_ = -1;
+  int64_t memtype_ = -1;        // version 1: the variable-length uint8 type
+  int64_t version_ = 0;
+  std::vector<int64_t> offsets_;  // version 2: image i is bytes [offsets_[i], offsets_[i + 1])
   std::vector<int64_t> labels_;
 };
 

@@ -129,13 +129,15 @@ TEST(ShardFile, ReadableWithH5py) {
   }
   const std::string dir = test::temp_dir("shard_h5py");
   formats::write_shard(dir + "/a.h5", sample_shard());
+  // Version 2: images are one uint8 dataset cut by N + 1 offsets, text is uint8 too.
   const auto r = test::run_command(
       test::system_python() + " -c \"import h5py; f = h5py.File('" + dir +
-      "/a.h5', 'r'); print(f.attrs['format'], int(f.attrs['shard_index']), list(f['labels'][:]), "
-      "f['images'][0].tobytes()[:2].hex(), len(f['images'][2]), f['aligned'][1].tobytes().decode(), "
-      "list(f['seed'][:])[1], f['identity_vectors'].shape)\"");
+      "/a.h5', 'r'); o = f['images_offsets'][:]; a = f['aligned_offsets'][:]; "
+      "print(f.attrs['format'].decode(), int(f.attrs['format_version']), int(f.attrs['shard_index']), list(f['labels'][:]), "
+      "f['images'][o[0]:o[1]].tobytes()[:2].hex(), int(o[3] - o[2]), f['aligned'][a[1]:a[2]].tobytes().decode(), "
+      "list(f['seed'][:])[1], f['identity_vectors'].shape, repr(f['config'][:].tobytes().decode()))\"");
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(r.out, "idsynth-shard 4 [8, 8, 9] ffd8 1000 bb 18446744073709551615 (2, 3)\n");
+  EXPECT_EQ(r.out, "idsynth-shard 2 4 [8, 8, 9] ffd8 1000 bb 18446744073709551615 (2, 3) 'generation:\\n  steps: 2\\n'\n");
 }
 
 }  // namespace

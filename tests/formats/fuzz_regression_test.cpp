@@ -9,6 +9,7 @@
 #include <opencv2/core.hpp>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
@@ -140,25 +141,14 @@ TEST(FuzzRegression, ConfigIncludingADirectoryIsAnError) {
 
 // fuzz_hdf5_shard (timeout): a shard whose global heap holds a free-space object of size 0.
 // libhdf5 1.10's heap walk then never advances: reading any variable-length value (the `format`
-// attribute, a JPEG) hung forever. check_hdf5_global_heaps refuses the file first. The damage is
-// made here the way the fuzzer made it: a real shard with one heap's free-space size zeroed. (Without
-// the check the read hangs; the alarm turns that into a failure in 60 s.)
+// attribute, a JPEG) hung forever. check_hdf5_global_heaps refuses the file first. Only version-1
+// shards hold variable-length data (global heaps), so the damage is made the way the fuzzer made it
+// on a version-1 shard written by idsynth's version-1 writer (tests/formats/data/make-shard-v1.sh)
+// with one heap's free-space size zeroed. (Without the check the read hangs; the alarm turns that
+// into a failure in 60 s.)
 TEST(FuzzRegression, ShardWithAHangingGlobalHeapIsRefused) {
   const std::string dir = test::temp_dir("fuzz-hdf5");
-  ShardData d;
-  d.dim = 2;
-  d.identity_index = {0};
-  d.identity_vectors = {0.6f, 0.8f};
-  d.labels = {0};
-  d.image_index = {0};
-  d.attempt = {0};
-  d.seed = {1};
-  d.similarity = {0.9f};
-  d.images = {std::string(300, 'j')};
-  d.has_aligned = false;
-  d.config = "test";
-  d.model_files = "{}";
-  write_shard(dir + "/good.h5", d);
+  std::filesystem::copy_file(IDSYNTH_SOURCE_DIR "/tests/formats/data/shard-v1.h5", dir + "/good.h5");
   std::string bytes = read_text_file(dir + "/good.h5");
   // The first collection: "GCOL", version 1, 3 reserved, size (8 bytes); objects of 16-byte headers
   // (index 2, refcount 2, reserved 4, size 8), data padded to 8; index 0 is the free space.

@@ -304,11 +304,13 @@ int hdf5_shard(const uint8_t* data, size_t size) {
     }
   } after;
   return guarded([&] {
-    const formats::ShardData s = formats::read_shard(path);
+    // Version 2 only: version-1 shards keep variable-length data, which libhdf5 1.10 cannot read
+    // safely from a crafted file (docs/reliability.md, finding 9); they are trusted input.
+    const formats::ShardData s = formats::read_shard(path, /*accept_version_1=*/false);
     (void)s.size();
     for (const char* which : {"images", "aligned"}) {
       try {
-        formats::ShardImageReader r(path, which);
+        formats::ShardImageReader r(path, which, /*accept_version_1=*/false);
         for (int64_t i = 0; i < static_cast<int64_t>(r.labels().size()) && i < 4; ++i) (void)r.read(i);
       } catch (const idsynth::Error&) {
       }
