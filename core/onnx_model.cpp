@@ -16,6 +16,7 @@
 #include <unordered_set>
 
 #include "core/check.h"
+#include "core/invariant_kernels.h"
 #include "core/log.h"
 
 namespace idsynth {
@@ -244,6 +245,9 @@ Outputs op_conv(const Ctx& c) {
     input = pad_explicit(x, pads, 0.0);
     std::fill(padding.begin(), padding.end(), 0);
   }
+  // 2-D: the batch-invariant kernel (core/invariant_kernels.h), so a face's embedding does not
+  // depend on the batch it is embedded in.
+  if (n == 2) return {kernels::conv2d(input, w, b, strides, padding, dilations, c.i("group", 1))};
   return {at::convolution(input, w, b, strides, padding, dilations, false, std::vector<int64_t>(n, 0),
                           c.i("group", 1))};
 }
@@ -310,6 +314,10 @@ Outputs op_gemm(const Ctx& c) {
   if (c.i("transA", 0)) a = a.t();
   if (c.i("transB", 0)) b = b.t();
   const double alpha = c.f("alpha", 1.0f), beta = c.f("beta", 1.0f);
+  // A plain layer (y = a·b + bias per row): the batch-invariant kernel, as Conv.
+  if (alpha == 1.0 && beta == 1.0 && kernels::onednn_inference(a, b) && (!c.has(2) || c.in[2].numel() == b.size(1)) &&
+      (!c.has(2) || c.in[2].dim() == 1 || (c.in[2].dim() == 2 && c.in[2].size(0) == 1)))
+    return {kernels::linear(a, b.t(), c.has(2) ? c.in[2].reshape({-1}) : Tensor())};
   if (c.has(2)) return {at::addmm(c.in[2], a, b, beta, alpha)};
   Tensor y = at::mm(a, b);
   return {alpha == 1.0 ? y : y * alpha};
@@ -317,6 +325,7 @@ Outputs op_gemm(const Ctx& c) {
 
 Outputs op_matmul(const Ctx& c) {
   auto [a, b] = align_operands(c.input(0), c.input(1));
+  if (a.dim() == 2 && b.dim() == 2 && kernels::onednn_inference(a, b)) return {kernels::linear(a, b.t(), Tensor())};
   return {at::matmul(a, b)};
 }
 

@@ -363,6 +363,9 @@ std::string dataset_config_yaml(const GenerateConfig& cfg) {
   c.output.dir = "";
   c.generation.devices = {};
   c.generation.threads = 0;
+  // Placement too: in float32 on the CPU a face's bytes do not depend on the batch it was drawn in
+  // (core/invariant_kernels.h); on GPUs, as across device types, rounding may differ.
+  c.generation.batch_size = 0;
   std::string yaml = config::to_yaml(c, false);
   // Keys added after datasets whose shards store this text are left out where they change nothing
   // (filter.det_size without detection or at insightface's 640 that was fixed before; model.variant

@@ -49,7 +49,7 @@ struct GenerationConfig {
     v.field("timestep_spacing", timestep_spacing, "override the scheduler config's timestep_spacing (empty: the config's; trailing for step-distilled LoRAs)", {"", "linspace", "leading", "trailing"});
     v.field("height", height, "image height in pixels (a multiple of the VAE factor)", {8, 4096});
     v.field("width", width, "image width in pixels (a multiple of the VAE factor)", {8, 4096});
-    v.field("batch_size", batch_size, "images per UNet call (guidance doubles it); results do not depend on it", {1, 4096});
+    v.field("batch_size", batch_size, "images per UNet call (guidance doubles it); in float32 on the CPU the images do not depend on it", {1, 4096});
     v.field("devices", devices, "[auto], [cpu] or a list like [cuda:0, cuda:1]: one worker per device");
     v.field("dtype", dtype, "model precision; scheduler math is always float32", {"float32", "bfloat16", "float16"});
     v.field("seed", seed, "run seed: every image is seeded from (seed, identity, image, attempt)", {0, (int64_t{1} << 53)});

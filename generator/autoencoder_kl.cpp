@@ -251,10 +251,10 @@ VaeEncoderImpl::VaeEncoderImpl(const AutoencoderKLConfig& c) : act_fn_(c.act_fn)
 
 at::Tensor VaeEncoderImpl::forward(const at::Tensor& x) {
   // Ref: vae.py Encoder.forward
-  at::Tensor h = conv_in(x);  // [B, boc0, H, W]
+  at::Tensor h = conv(conv_in, x);  // [B, boc0, H, W]
   for (auto& block : down_) h = block(h);
   h = mid_block(h);  // [B, boc_last, H/f, W/f]
-  return conv_out(apply_activation_(act_fn_, conv_norm_out(h)));  // [B, 2*latent, H/f, W/f]
+  return conv(conv_out, apply_activation_(act_fn_, normalize(conv_norm_out, h)));  // [B, 2*latent, H/f, W/f]
 }
 
 VaeDecoderImpl::VaeDecoderImpl(const AutoencoderKLConfig& c) : act_fn_(c.act_fn) {
@@ -278,10 +278,10 @@ VaeDecoderImpl::VaeDecoderImpl(const AutoencoderKLConfig& c) : act_fn_(c.act_fn)
 
 at::Tensor VaeDecoderImpl::forward(const at::Tensor& z) {
   // Ref: vae.py Decoder.forward
-  at::Tensor h = conv_in(z);  // [B, boc_last, h, w]
+  at::Tensor h = conv(conv_in, z);  // [B, boc_last, h, w]
   h = mid_block(h);
   for (auto& block : up_) h = block(h);  // [B, boc0, h*f, w*f]
-  return conv_out(apply_activation_(act_fn_, conv_norm_out(h)));  // [B, out, h*f, w*f]
+  return conv(conv_out, apply_activation_(act_fn_, normalize(conv_norm_out, h)));  // [B, out, h*f, w*f]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -326,7 +326,7 @@ LatentDistribution AutoencoderKLImpl::encode(const at::Tensor& image) {
   IDSYNTH_CHECK(image.size(2) % f == 0 && image.size(3) % f == 0, "VAE encode: expected H and W multiples of ", f,
                 ", found ", image.sizes());
   at::Tensor moments = encoder(prepare(image));
-  if (quant_conv) moments = quant_conv(moments);
+  if (quant_conv) moments = conv(quant_conv, moments);
   auto parts = moments.chunk(2, 1);  // mean, logvar: [B, latent, H/f, W/f] each
   return {parts[0].contiguous(), at::clamp(parts[1], -30.0, 20.0).contiguous()};
 }
@@ -340,7 +340,7 @@ at::Tensor AutoencoderKLImpl::decode(const at::Tensor& z) {
   IDSYNTH_CHECK(z.dim() == 4 && z.size(1) == config_.latent_channels, "VAE decode: expected [B, ",
                 config_.latent_channels, ", h, w], found ", z.sizes());
   at::Tensor x = prepare(z);
-  if (post_quant_conv) x = post_quant_conv(x);
+  if (post_quant_conv) x = conv(post_quant_conv, x);
   return decoder(x).contiguous();
 }
 

@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "core/weights.h"
 #include "generator/config_reader.h"
+#include "generator/nn_blocks.h"
 
 namespace idsynth::generator {
 
@@ -92,9 +93,9 @@ torch::Tensor CLIPAttentionImpl::forward(const torch::Tensor& x, const torch::Te
     return t.view({n, seq, num_heads_, head_dim_}).transpose(1, 2).reshape({n * num_heads_, seq, head_dim_});
   };
   // 1. projections; q is scaled before the product, as transformers does
-  auto q = split_heads(q_proj->forward(x) * scale_);
-  auto k = split_heads(k_proj->forward(x));
-  auto v = split_heads(v_proj->forward(x));
+  auto q = split_heads(linear(q_proj, x) * scale_);
+  auto k = split_heads(linear(k_proj, x));
+  auto v = split_heads(linear(v_proj, x));
   // 2. scores with the causal mask added per (sample, head)
   auto scores = torch::bmm(q, k.transpose(1, 2));                                           // [N*h, S, S]
   scores = (scores.view({n, num_heads_, seq, seq}) + causal_mask).view({n * num_heads_, seq, seq});
@@ -102,7 +103,7 @@ torch::Tensor CLIPAttentionImpl::forward(const torch::Tensor& x, const torch::Te
   // 3. weighted values, heads merged back
   auto out = torch::bmm(probs, v);                                                          // [N*h, S, d]
   out = out.view({n, num_heads_, seq, head_dim_}).transpose(1, 2).reshape({n, seq, hidden});
-  return out_proj->forward(out);
+  return linear(out_proj, out);
 }
 
 CLIPMLPImpl::CLIPMLPImpl(const CLIPTextConfig& c) : quick_gelu_(c.hidden_act == "quick_gelu") {
@@ -111,10 +112,10 @@ CLIPMLPImpl::CLIPMLPImpl(const CLIPTextConfig& c) : quick_gelu_(c.hidden_act == 
 }
 
 torch::Tensor CLIPMLPImpl::forward(const torch::Tensor& x) {
-  auto h = fc1->forward(x);  // [N, S, I]
+  auto h = linear(fc1, x);  // [N, S, I]
   // quick_gelu(x) = x * sigmoid(1.702 x), the approximation CLIP was trained with.
   h = quick_gelu_ ? h * torch::sigmoid(1.702 * h) : torch::gelu(h);
-  return fc2->forward(h);
+  return linear(fc2, h);
 }
 
 CLIPEncoderLayerImpl::CLIPEncoderLayerImpl(const CLIPTextConfig& c) {

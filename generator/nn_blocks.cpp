@@ -13,6 +13,7 @@
 
 #include "core/check.h"
 #include "core/device.h"
+#include "core/invariant_kernels.h"
 
 namespace idsynth::generator {
 
@@ -131,26 +132,18 @@ at::Tensor apply_activation_(const std::string& name, at::Tensor x) {
 }
 
 at::Tensor linear(const torch::nn::Linear& layer, const at::Tensor& x) {
-  const at::Tensor &w = layer->weight, &bias = layer->bias;
-  const int64_t in = w.size(1), out_features = w.size(0);
-  const int64_t rows = in > 0 ? x.numel() / in : 0;
-  // Small products (under ~4 MFLOP), autograd, GPUs and other dtypes: the plain layer. bfloat16
-  // products already go through oneDNN in libtorch.
-  const bool large = rows >= 2 * at::get_num_threads() && rows * in * out_features >= (int64_t{1} << 21);
-  const bool inference = !differentiable_forward();
-  if (!large || !inference || !x.device().is_cpu() || x.scalar_type() != at::kFloat || at::in_parallel_region() ||
-      !at::hasMKLDNN())
-    return layer.ptr()->forward(x);
-  const at::Tensor x2 = x.reshape({rows, in}).contiguous();
-  auto sizes = x.sizes().vec();
-  sizes.back() = out_features;
-  // The product as a 1x1 convolution over a channels-last [1, in, 1, rows] view of x: oneDNN's
-  // kernels reach ~2x the rate of OpenBLAS for these shapes on this CPU (146-212 vs 83-134 GFLOP/s
-  // on 2 cores for SD-1.5's projections), and the output is [rows, out] in memory.
-  const at::Tensor x4 = x2.as_strided({1, in, 1, rows}, {rows * in, 1, rows * in, in});
-  const at::Tensor w4 = w.view({out_features, in, 1, 1}).contiguous(at::MemoryFormat::ChannelsLast);
-  const at::Tensor y = at::conv2d(x4, w4, bias);  // [1, out, 1, rows], channels-last
-  return y.permute({0, 2, 3, 1}).reshape(sizes);
+  if (differentiable_forward()) return layer.ptr()->forward(x);
+  return kernels::linear(layer, x);
+}
+
+at::Tensor conv(const torch::nn::Conv2d& layer, const at::Tensor& x) {
+  if (differentiable_forward()) return layer.ptr()->forward(x);
+  return kernels::conv2d(layer, x);
+}
+
+at::Tensor normalize(const torch::nn::GroupNorm& layer, const at::Tensor& x) {
+  if (differentiable_forward()) return layer.ptr()->forward(x);
+  return kernels::group_norm(layer, x);
 }
 
 void set_conv_weight_format(torch::nn::Module& module, at::MemoryFormat format) {
@@ -277,10 +270,10 @@ at::Tensor AttentionImpl::forward(const at::Tensor& hidden_states, const at::Ten
   int64_t b = 0, c = 0, h = 0, w = 0;
   if (spatial) {
     b = x.size(0), c = x.size(1), h = x.size(2), w = x.size(3);
-    if (group_norm) x = group_norm(x);  // same statistics as diffusers' norm of the [B, C, HW] view
+    if (group_norm) x = normalize(group_norm, x);  // same statistics as diffusers' norm of the [B, C, HW] view
     x = x.flatten(2).transpose(1, 2);   // [B, HW, C]
   } else if (group_norm) {
-    x = group_norm(x.transpose(1, 2)).transpose(1, 2);
+    x = normalize(group_norm, x.transpose(1, 2)).transpose(1, 2);
   }
   const at::Tensor context = encoder_hidden_states.defined() ? encoder_hidden_states : x;
   const int64_t batch = x.size(0), nq = x.size(1), nk = context.size(1);
@@ -343,13 +336,13 @@ ResnetBlock2DImpl::ResnetBlock2DImpl(const ResnetBlock2DOptions& o) : options_(o
 at::Tensor ResnetBlock2DImpl::forward(const at::Tensor& input, const at::Tensor& temb) {
   // Ref: resnet.py ResnetBlock2D.forward (time_embedding_norm "default", no up/down, no skip_time_act)
   const bool graph = differentiable_forward();
-  at::Tensor h = conv1(apply_activation_(options_.act_fn, norm1(input)));
+  at::Tensor h = conv(conv1, apply_activation_(options_.act_fn, normalize(norm1, input)));
   if (time_emb_proj && temb.defined()) {
-    const at::Tensor t = time_emb_proj(apply_activation(options_.act_fn, temb)).unsqueeze(-1).unsqueeze(-1);  // [B, C, 1, 1]
+    const at::Tensor t = linear(time_emb_proj, apply_activation(options_.act_fn, temb)).unsqueeze(-1).unsqueeze(-1);  // [B, C, 1, 1]
     h = graph ? h + t : h.add_(t);
   }
-  h = conv2(apply_activation_(options_.act_fn, norm2(h)));
-  const at::Tensor shortcut = conv_shortcut ? conv_shortcut(input) : input;
+  h = conv(conv2, apply_activation_(options_.act_fn, normalize(norm2, h)));
+  const at::Tensor shortcut = conv_shortcut ? conv(conv_shortcut, input) : input;
   h = graph ? h + shortcut : h.add_(shortcut);
   if (options_.output_scale_factor != 1.0) {
     h = graph ? h / options_.output_scale_factor : h.div_(options_.output_scale_factor);
@@ -367,8 +360,8 @@ Downsample2DImpl::Downsample2DImpl(int64_t channels, int64_t out_channels, int64
 
 at::Tensor Downsample2DImpl::forward(const at::Tensor& x) {
   // Ref: downsampling.py Downsample2D.forward
-  if (padding_ == 0) return conv(at::constant_pad_nd(x, {0, 1, 0, 1}, 0));
-  return conv(x);
+  if (padding_ == 0) return generator::conv(conv, at::constant_pad_nd(x, {0, 1, 0, 1}, 0));
+  return generator::conv(conv, x);
 }
 
 Upsample2DImpl::Upsample2DImpl(int64_t channels, int64_t out_channels) {
@@ -384,7 +377,7 @@ at::Tensor Upsample2DImpl::forward(const at::Tensor& x, c10::optional<std::vecto
   } else {
     up = at::upsample_nearest2d(x, {x.size(2) * 2, x.size(3) * 2}, 2.0, 2.0);
   }
-  return conv(up);
+  return generator::conv(conv, up);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -411,7 +404,7 @@ TimestepEmbeddingImpl::TimestepEmbeddingImpl(int64_t in_channels, int64_t time_e
 
 at::Tensor TimestepEmbeddingImpl::forward(const at::Tensor& sample) {
   // Ref: embeddings.py TimestepEmbedding.forward (no cond_proj, no post_act)
-  return linear_2(apply_activation(act_fn_, linear_1(sample)));
+  return linear(linear_2, apply_activation(act_fn_, linear(linear_1, sample)));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -502,9 +495,9 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor
   const int64_t b = x.size(0), h = x.size(2), w = x.size(3);
 
   // 1. input: [B, C, H, W] -> tokens [B, HW, inner] (free for channels-last activations)
-  at::Tensor t = norm(x);
+  at::Tensor t = normalize(norm, x);
   if (proj_in_conv) {
-    t = proj_in_conv(t);
+    t = conv(proj_in_conv, t);
     t = t.permute({0, 2, 3, 1}).reshape({b, h * w, t.size(1)});
   } else {
     t = linear(proj_in_linear, t.permute({0, 2, 3, 1}).reshape({b, h * w, t.size(1)}));
@@ -517,7 +510,7 @@ at::Tensor Transformer2DModelImpl::forward(const at::Tensor& x, const at::Tensor
   const int64_t inner = t.size(2);
   at::Tensor y;
   if (proj_out_conv) {
-    y = proj_out_conv(t.reshape({b, h, w, inner}).permute({0, 3, 1, 2}).contiguous(x.suggest_memory_format()));
+    y = conv(proj_out_conv, t.reshape({b, h, w, inner}).permute({0, 3, 1, 2}).contiguous(x.suggest_memory_format()));
   } else {
     t = linear(proj_out_linear, t);
     y = t.reshape({b, h, w, t.size(2)}).permute({0, 3, 1, 2});

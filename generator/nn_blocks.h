@@ -59,9 +59,12 @@ at::Tensor apply_activation(const std::string& name, const at::Tensor& x);
 // In place where libtorch has the in-place form (x must be a fresh tensor the caller owns).
 at::Tensor apply_activation_(const std::string& name, at::Tensor x);
 
-// layer(x); large float32 CPU products (inference) go through oneDNN as a 1x1 convolution, which
-// libtorch 1.x would otherwise hand to the BLAS.
+// layer(x). For inference, float32 on the CPU goes through core/invariant_kernels.h (oneDNN: an
+// image's result independent of the batch it is in); while a forward is differentiable, the
+// layer's own forward (both passes of a gradient checkpoint take the same kernels).
 at::Tensor linear(const torch::nn::Linear& layer, const at::Tensor& x);
+at::Tensor conv(const torch::nn::Conv2d& layer, const at::Tensor& x);
+at::Tensor normalize(const torch::nn::GroupNorm& layer, const at::Tensor& x);
 
 // Gives every 4-D (convolution) weight of `module` the memory format `format`, so that channels-last
 // activations meet channels-last weights (otherwise every call converts each weight again).

@@ -444,7 +444,7 @@ at::Tensor UNet2DConditionImpl::forward(const at::Tensor& sample, const at::Tens
   const at::Tensor emb = time_embedding(t_emb);
 
   // 2. pre-process: [B, in, H, W] -> [B, boc0, H, W]
-  x = conv_in(x);
+  x = conv(conv_in, x);
 
   // 3. down: each block adds its resnet/downsampler outputs to the skip list
   std::vector<at::Tensor> skips{x};
@@ -504,7 +504,7 @@ at::Tensor UNet2DConditionImpl::forward(const at::Tensor& sample, const at::Tens
   }
 
   // 6. post-process: [B, boc0, H, W] -> [B, out, H, W]
-  x = conv_out(apply_activation_(c.act_fn, conv_norm_out(x)));
+  x = conv(conv_out, apply_activation_(c.act_fn, normalize(conv_norm_out, x)));
   return x.contiguous();
 }
 

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/check.h"
+#include "core/invariant_kernels.h"
 #include "core/log.h"
 #include "core/safetensors.h"
 #include "core/weights.h"
@@ -134,12 +135,16 @@ IBasicBlockImpl::IBasicBlockImpl(int64_t inplanes, int64_t planes, int64_t strid
 
 torch::Tensor IBasicBlockImpl::forward(const torch::Tensor& x) {
   auto out = bn1(x);
-  out = conv1(out);
+  out = kernels::conv2d(conv1, out);
   out = bn2(out);
   out = prelu(out);
-  out = conv2(out);  // [N, planes, H/stride, W/stride]
+  out = kernels::conv2d(conv2, out);  // [N, planes, H/stride, W/stride]
   out = bn3(out);
-  auto identity = downsample ? downsample->forward(x) : x;
+  auto identity = x;
+  if (downsample) {
+    const torch::nn::Conv2d projection(downsample->ptr<torch::nn::Conv2dImpl>(0));
+    identity = downsample[1]->as<torch::nn::BatchNorm2d>()->forward(kernels::conv2d(projection, x));
+  }
   return out + identity;
 }
 
@@ -184,7 +189,7 @@ torch::Tensor IResNetImpl::forward(const torch::Tensor& input) {
   const int64_t expected_fc_map = kFinalMap;
   // 1. stem: [N, 3, 112, 112] -> [N, w0, 112, 112]
   auto x = input.to(trunk_dtype_);
-  x = prelu(bn1(conv1(x)));
+  x = prelu(bn1(kernels::conv2d(conv1, x)));
   // 2. stages: 112 -> 56 -> 28 -> 14 -> 7
   x = layer1->forward(x);
   x = layer2->forward(x);
@@ -196,7 +201,7 @@ torch::Tensor IResNetImpl::forward(const torch::Tensor& input) {
   x = bn2(x);
   x = torch::flatten(x, 1);  // [N, w3·49]
   x = dropout(x);
-  x = fc(x.to(torch::kFloat));  // [N, num_features]
+  x = kernels::linear(fc, x.to(torch::kFloat));  // [N, num_features]
   return features(x);
 }
 

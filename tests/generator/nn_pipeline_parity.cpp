@@ -149,10 +149,12 @@ TEST(PipelineBatching, BatchSizeDoesNotChangeImages) {
   auto ones = pipe.sample(inputs.at("id_embeds"), latents, options);
   EXPECT_EQ(all.sizes(), (std::vector<int64_t>{8, 32, 32, 3}));
   std::cout << "  max|diff| batch 8 vs batches of 1 = " << test::max_abs_diff(ones, all) << "\n";
-  EXPECT_ALL_CLOSE(ones, all, 1e-5);
+  // Exactly equal in float32 on the CPU: every batched kernel computes an image as it would alone
+  // (core/invariant_kernels.h; libtorch's own kernels differ by ~2e-6 here).
+  EXPECT_TRUE(torch::equal(ones, all));
   // Per-image seeding: image 5 (identity 1) alone equals image 5 of the batch.
   auto single = pipe.sample(inputs.at("id_embeds").slice(0, 1, 2), per_image[5], options);
-  EXPECT_ALL_CLOSE(single[0], all[5], 1e-5);
+  EXPECT_TRUE(torch::equal(single[0], all[5]));
 }
 
 TEST(PipelineSchedulers, DdimAndEulerRunAndBatchAlike) {
@@ -253,8 +255,7 @@ TEST(PipelineLcm, PerImageGeneratorsMakeImagesIndependentOfTheBatch) {
     const auto lat = pipe.draw_latents(own[0], 1, 32, 32);
     const auto one = pipe.sample_embeds(cond.slice(0, j, j + 1), lat, options, nullptr, own);
     std::cout << "  max|diff| lcm image " << j << " batch of 4 vs alone = " << test::max_abs_diff(one[0], batch[j]) << "\n";
-    EXPECT_ALL_CLOSE(one[0], batch[j], 1e-5);
-    EXPECT_TRUE(torch::equal(Arc2FacePipeline::to_uint8(one[0]), Arc2FacePipeline::to_uint8(batch[j])));
+    EXPECT_TRUE(torch::equal(one[0], batch[j]));  // float32 on the CPU: exact (core/invariant_kernels.h)
   }
   // The noise does matter: another generator for the step noise gives another image.
   std::vector<at::Generator> other = {at::detail::createCPUGenerator(900)};
