@@ -378,6 +378,7 @@ TEST(DatasetGenerate, NewKeysEnterTheShardConfigOnlyWhenTheyChangeSomething) {
   cleared.output.dir = "";
   cleared.generation.devices = {};
   cleared.generation.threads = 0;
+  cleared.generation.batch_size = 0;
   std::string full = config::to_yaml(cleared);
   for (const std::string line : {"  det_size: 640\n", "  variant: \"\"\n", "  loras: []\n", "  timestep_spacing: \"\"\n"}) {
     const size_t at = full.find(line);

@@ -156,12 +156,13 @@ std::string fresh_config(const std::string& dir) {
 
 // ---- disk full ----------------------------------------------------------------------------
 
-// The first shard (40 KB) does not fit under a 35 KB file size limit; everything before it does.
+// The first shard (~20 KB in format version 2) does not fit under a 12 KB file size limit; everything
+// before it does.
 TEST(FaultDiskFull, GenerateStopsWithOneLineRemovesTheTemporaryAndTheRerunIsByteIdentical) {
   IDSYNTH_REQUIRE_PROGRAM();
   const std::string dir = test::temp_dir("fault_disk_full");
   const std::string config = fresh_config(dir), out = dir + "/out";
-  const auto r = run_idsynth(generate_args(config), 35 * 1024);
+  const auto r = run_idsynth(generate_args(config), 12 * 1024);
   EXPECT_EQ(r.exit_code, 1) << "no crash (it was SIGSEGV, 139, from HDF5 closing a failed file at exit): " << r.err;
   EXPECT_EQ(test::count_lines(r.err), 1) << r.err;
   EXPECT_NE(r.err.find(formats::shard_h5_path(out, 0) + ": write failed (File too large)"), std::string::npos) << r.err;

@@ -412,7 +412,9 @@ TEST(DiffusionTraining, DifferentiableForwardGivesTheInferenceNumbers) {
   m.unet->train();
   const at::Tensor trained_hidden = encode_for_training(encoder, in.id_vectors, at::zeros({2}, at::kBool));
   EXPECT_TRUE(trained_hidden.requires_grad());
-  EXPECT_TRUE(test::all_close(trained_hidden, hidden, 1e-6, "encode_for_training vs encode"));
+  // Inference runs the batch-invariant oneDNN kernels (core/invariant_kernels.h), training libtorch's
+  // recorded ops: equal to float rounding (1.2e-6 measured on values up to ~3).
+  EXPECT_TRUE(test::all_close(trained_hidden, hidden, 5e-6, "encode_for_training vs encode"));
   const at::Tensor training = m.unet->forward(noisy, in.timesteps, trained_hidden);
   EXPECT_TRUE(training.requires_grad());
   std::cout << "  max|diff| UNet training vs inference forward = " << test::max_abs_diff(training, inference) << "\n";

@@ -19,6 +19,7 @@
 #include "generator/unet_2d_condition.h"
 #include "tests/support/errors.h"
 #include "tests/support/goldens.h"
+#include "tests/support/tensor_compare.h"
 
 namespace idsynth::generator {
 namespace {
@@ -196,7 +197,9 @@ TEST(LoraTraining, TextEncoderAdaptersRoundTrip) {
     adapted = clip->forward(ids).last_hidden_state;
   }
   lora.apply();
-  EXPECT_TRUE(torch::equal(clip->forward(ids).last_hidden_state.detach(), adapted));
+  // The same weights; the no-grad forward runs the batch-invariant oneDNN kernels
+  // (core/invariant_kernels.h) and the recorded one libtorch's, so equal to float rounding.
+  EXPECT_LE(test::max_abs_diff(clip->forward(ids).last_hidden_state.detach(), adapted), 1e-5);
   lora.restore();
 
   // One file for both components, as train-generator writes it.

@@ -292,3 +292,52 @@ TEST(PipelinePaths, MissingFilesAreNamed) {
   EXPECT_EQ(paths.scheduler_config, base + "/scheduler/scheduler_config.json");
   EXPECT_EQ(paths.files().size(), 7u);
 }
+
+// Arc2Face's fast mode against diffusers 0.29.2: goldens/pipeline_tiny with a LoRA fused into its
+// UNet, LCMScheduler from the pipeline's scheduler config, guidance 1.0, one CPU generator for the
+// latents and every step's noise, prompt embeddings given (as Arc2Face passes them). The reference
+// images are diffusers' from the weights diffusers and peft fuse (tests/fixtures/lcm_pipeline_goldens.py
+// wrote tests/generator/data/lcm_pipeline); here each of the LoRA's three file forms is read and fused
+// by idsynth. Limit 1e-5 on the [0, 1] images (measured 7.7e-7; the fast-sampling issue allows
+// 1/255 + 2e-3).
+TEST(PipelineLcm, LoraOfEachFormMatchesDiffusers) {
+  IDSYNTH_REQUIRE_GOLDEN(dir, "pipeline_tiny");
+  at::set_num_threads(2);
+  const std::string data = std::string(IDSYNTH_SOURCE_DIR) + "/tests/generator/data/";
+  const auto inputs = SafeTensorsFile(data + "lcm_pipeline/inputs.safetensors").all();
+  const auto expected = SafeTensorsFile(data + "lcm_pipeline/images.safetensors").all();
+  const uint64_t seed = static_cast<uint64_t>(inputs.at("seed").item<int64_t>());
+  const torch::Tensor& embeds = inputs.at("prompt_embeds");
+  for (const std::string form : {"kohya", "diffusers", "peft"}) {
+    PipelineOptions options;
+    options.scheduler = "lcm";
+    options.device = test::test_device();
+    options.loras = {LoraSpec{form == "peft" ? data + "lora/peft/adapter_model.safetensors"
+                                             : data + "lora/" + form + ".safetensors",
+                              1.0}};
+    auto pipe = Arc2FacePipeline::load(Arc2FaceModelPaths::resolve(dir + "/pipeline"), options);
+    for (const int64_t steps : {4, 2}) {
+      SCOPED_TRACE(form + ", " + std::to_string(steps) + " steps");
+      std::vector<at::Generator> generator = {at::detail::createCPUGenerator(seed)};
+      const auto latents = pipe.draw_latents(generator[0], embeds.size(0), 32, 32);
+      SampleOptions sample;
+      sample.num_inference_steps = steps;
+      sample.guidance_scale = 1.0;
+      const auto images = pipe.sample_embeds(embeds, latents, sample, nullptr, generator);
+      expect_close((form + " LoRA, LCM " + std::to_string(steps) + " steps").c_str(), images,
+                   expected.at("images_steps" + std::to_string(steps)), 1e-5);
+    }
+  }
+  // The LoRA matters: without it the same run is another image.
+  PipelineOptions plain;
+  plain.scheduler = "lcm";
+  plain.device = test::test_device();
+  auto pipe = Arc2FacePipeline::load(Arc2FaceModelPaths::resolve(dir + "/pipeline"), plain);
+  std::vector<at::Generator> generator = {at::detail::createCPUGenerator(seed)};
+  const auto latents = pipe.draw_latents(generator[0], embeds.size(0), 32, 32);
+  SampleOptions sample;
+  sample.num_inference_steps = 4;
+  sample.guidance_scale = 1.0;
+  EXPECT_GT(test::max_abs_diff(pipe.sample_embeds(embeds, latents, sample, nullptr, generator), expected.at("images_steps4")),
+            0.02);
+}

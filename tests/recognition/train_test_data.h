@@ -1,8 +1,8 @@
 // Test data for the FR training tests: procedurally drawn identities (each identity = a fixed random
 // layout of coloured shapes; each image = that layout shifted, re-lit, with a random distractor shape
-// and noise) rendered to 112×112 JPEGs, and a minimal writer of idsynth HDF5 shards (docs/formats.md:
-// `labels` int64 [N], `aligned`/`images` variable-length uint8 JPEG bytes). Independent of the
-// dataset generator's own shard writer on purpose.
+// and noise) rendered to 112×112 JPEGs, and a minimal writer of idsynth HDF5 shards (docs/formats.md,
+// version 2: `format`, `format_version`, `labels` int64 [N], `aligned`/`images` uint8 JPEG bytes
+// with their `_offsets`). Independent of the dataset generator's own shard writer on purpose.
 #pragma once
 
 #include <hdf5.h>
@@ -24,21 +24,38 @@ inline void write_test_shard(const std::string& path, const std::vector<int64_t>
                              const std::vector<std::string>& jpegs, const char* image_name = "aligned") {
   const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
   if (f < 0) throw std::runtime_error("cannot create " + path);
-  const hsize_t n = labels.size();
-  const hid_t space = H5Screate_simple(1, &n, nullptr);
-  const hid_t dl = H5Dcreate2(f, "labels", H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  if (n) H5Dwrite(dl, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, labels.data());
-  H5Dclose(dl);
-  const hid_t ftype = H5Tvlen_create(H5T_STD_U8LE);
-  const hid_t mtype = H5Tvlen_create(H5T_NATIVE_UINT8);
-  std::vector<hvl_t> vl(n);
-  for (size_t i = 0; i < n; ++i) vl[i] = hvl_t{jpegs[i].size(), const_cast<char*>(jpegs[i].data())};
-  const hid_t di = H5Dcreate2(f, image_name, ftype, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-  if (n) H5Dwrite(di, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, vl.data());
-  H5Dclose(di);
-  H5Tclose(ftype);
-  H5Tclose(mtype);
-  H5Sclose(space);
+  // Root attributes: format (fixed-length string) and format_version 2.
+  const hid_t scalar = H5Screate(H5S_SCALAR);
+  const std::string format = "idsynth-shard";
+  const hid_t stype = H5Tcopy(H5T_C_S1);
+  H5Tset_size(stype, format.size());
+  const hid_t af = H5Acreate2(f, "format", stype, scalar, H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(af, stype, format.data());
+  H5Aclose(af);
+  H5Tclose(stype);
+  const int64_t version = 2;
+  const hid_t av = H5Acreate2(f, "format_version", H5T_STD_I64LE, scalar, H5P_DEFAULT, H5P_DEFAULT);
+  H5Awrite(av, H5T_NATIVE_INT64, &version);
+  H5Aclose(av);
+  H5Sclose(scalar);
+  auto write_1d = [f](const char* name, hid_t file_type, hid_t mem_type, hsize_t n, const void* data) {
+    const hid_t space = H5Screate_simple(1, &n, nullptr);
+    const hid_t d = H5Dcreate2(f, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (n) H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    H5Dclose(d);
+    H5Sclose(space);
+  };
+  write_1d("labels", H5T_STD_I64LE, H5T_NATIVE_INT64, labels.size(), labels.data());
+  // The images: their JPEG bytes one after another, and N + 1 offsets.
+  std::string bytes;
+  std::vector<int64_t> offsets = {0};
+  for (const auto& j : jpegs) {
+    bytes += j;
+    offsets.push_back(static_cast<int64_t>(bytes.size()));
+  }
+  write_1d(image_name, H5T_STD_U8LE, H5T_NATIVE_UINT8, bytes.size(), bytes.data());
+  write_1d((std::string(image_name) + "_offsets").c_str(), H5T_STD_I64LE, H5T_NATIVE_INT64, offsets.size(),
+           offsets.data());
   H5Fclose(f);
 }
 
