@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/autocast_mode.h>
 #include <torch/enum.h>
+#include <torch/version.h>
 
 namespace idsynth::kernels {
 
@@ -22,12 +23,22 @@ at::Tensor canonical_strides(const at::Tensor& x) {
   return x;
 }
 
+// PyTorch 2.4 renamed the autocast switches (device type as an argument) and deprecated the old
+// names, which warnings-as-errors would refuse.
+bool cpu_autocast_enabled() {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  return at::autocast::is_autocast_enabled(at::kCPU);
+#else
+  return at::autocast::is_cpu_enabled();
+#endif
+}
+
 }  // namespace
 
 bool onednn_inference(const at::Tensor& x, const at::Tensor& weight) {
   const bool recording = at::GradMode::is_enabled() && (x.requires_grad() || weight.requires_grad());
   return !recording && x.device().is_cpu() && weight.device().is_cpu() && x.scalar_type() == at::kFloat &&
-         weight.scalar_type() == at::kFloat && at::hasMKLDNN() && !at::autocast::is_cpu_enabled() &&
+         weight.scalar_type() == at::kFloat && at::hasMKLDNN() && !cpu_autocast_enabled() &&
          !at::in_parallel_region() && !x.is_mkldnn() && x.numel() > 0;
 }
 
