@@ -43,7 +43,9 @@ bool onednn_inference(const at::Tensor& x, const at::Tensor& weight) {
 }
 
 at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
-  if (!onednn_inference(x, weight) || x.dim() < 1 || weight.dim() != 2 || x.size(-1) != weight.size(1))
+  if (!onednn_inference(x, weight) || x.dim() < 1 || weight.dim() != 2 || x.size(-1) != weight.size(1) ||
+      weight.size(0) < 1 || weight.size(1) < 1 ||
+      (bias.defined() && (bias.dim() != 1 || bias.size(0) != weight.size(0) || bias.scalar_type() != at::kFloat)))
     return at::linear(x, weight, bias);
   const int64_t in = weight.size(1), out = weight.size(0);
   const int64_t rows = x.numel() / in;
@@ -59,9 +61,30 @@ at::Tensor linear(const at::Tensor& x, const at::Tensor& weight, const at::Tenso
   return y.permute({0, 2, 3, 1}).reshape(sizes);
 }
 
+namespace {
+
+// Arguments libtorch's own convolution accepts (it checks them before dispatch; oneDNN's entry point
+// is called here directly, so a hostile ONNX graph must not reach it with others).
+bool valid_convolution(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, at::IntArrayRef stride,
+                       at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  if (x.dim() != 4 || weight.dim() != 4 || stride.size() != 2 || padding.size() != 2 || dilation.size() != 2 ||
+      groups < 1 || weight.size(0) % groups != 0 || weight.size(1) * groups != x.size(1) || weight.size(0) < 1)
+    return false;
+  if (bias.defined() && (bias.dim() != 1 || bias.size(0) != weight.size(0) || bias.scalar_type() != at::kFloat))
+    return false;
+  for (int i = 0; i < 2; ++i) {
+    if (stride[i] < 1 || padding[i] < 0 || dilation[i] < 1) return false;
+    const int64_t extent = x.size(2 + i) + 2 * padding[i] - dilation[i] * (weight.size(2 + i) - 1);
+    if (extent < 1) return false;  // the kernel is larger than the padded input
+  }
+  return true;
+}
+
+}  // namespace
+
 at::Tensor conv2d(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias, at::IntArrayRef stride,
                   at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
-  if (!onednn_inference(x, weight) || x.dim() != 4 || weight.dim() != 4)
+  if (!onednn_inference(x, weight) || !valid_convolution(x, weight, bias, stride, padding, dilation, groups))
     return at::conv2d(x, weight, bias, stride, padding, dilation, groups);
   return at::mkldnn_convolution(canonical_strides(x), weight, bias.defined() ? c10::optional<at::Tensor>(bias) : c10::nullopt, padding,
                                 stride, dilation, groups);

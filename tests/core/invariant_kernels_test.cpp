@@ -103,6 +103,17 @@ TEST_F(InvariantKernels, ABatchOfOneWithAnOddBatchStrideRunsTheSameKernel) {
   EXPECT_TRUE(torch::equal(group_norm(norm, odd), group_norm(norm, batch).narrow(0, 0, 1)));
 }
 
+TEST_F(InvariantKernels, ArgumentsLibtorchRefusesAreRefused) {
+  // oneDNN is called directly; arguments libtorch's convolution checks (a hostile ONNX graph can
+  // carry any) go to libtorch, which throws, instead of reaching oneDNN.
+  const at::Tensor x = torch::randn({1, 4, 5, 5}), w = torch::randn({8, 4, 7, 7});
+  EXPECT_THROW(conv2d(x, w, at::Tensor(), {1, 1}, {0, 0}, {1, 1}, 1), c10::Error);   // kernel beyond the input
+  EXPECT_THROW(conv2d(x, torch::randn({8, 4, 3, 3}), at::Tensor(), {1, 1}, {-1, -1}, {1, 1}, 1), c10::Error);
+  EXPECT_THROW(conv2d(x, torch::randn({8, 3, 3, 3}), at::Tensor(), {1, 1}, {1, 1}, {1, 1}, 1), c10::Error);
+  EXPECT_THROW(conv2d(x, torch::randn({8, 4, 3, 3}), torch::randn({5}), {1, 1}, {1, 1}, {1, 1}, 1), c10::Error);
+  EXPECT_THROW(linear(torch::randn({2, 4}), torch::randn({3, 4}), torch::randn({2})), c10::Error);
+}
+
 TEST_F(InvariantKernels, RecordedForwardsKeepLibtorchsOps) {
   // Training records a graph: the kernels step aside for libtorch's differentiable ops.
   torch::AutoGradMode grad(true);

@@ -13,6 +13,7 @@
 #include "core/safetensors.h"
 #include "recognition/image_blob.h"
 #include "recognition/scrfd.h"
+#include "tests/support/errors.h"
 #include "tests/support/goldens.h"
 #include "tests/support/tensor_compare.h"
 
@@ -182,6 +183,37 @@ TEST(OnnxBadInput, UnsupportedOperatorAndExternalData) {
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("external"), std::string::npos) << e.what();
+  }
+}
+
+// fuzz_onnx (out-of-memory, CI's 20-s fuzz step): an initializer whose dims claim far more values
+// than its data holds made the reader allocate the claimed size (33 GB from a 180 KB file) before
+// comparing. The data is now checked against the dims first.
+TEST(OnnxBadInput, InitializerDimsBeyondItsDataAllocateNothing) {
+  IDSYNTH_REQUIRE_GOLDEN(dir, "onnx");
+  onnx::ModelProto proto;
+  ASSERT_TRUE(proto.ParseFromString(read_bytes(dir + "/iresnet_tiny_folded.onnx")));
+  int index = -1;
+  for (int i = 0; i < proto.graph().initializer_size() && index < 0; ++i)
+    if (proto.graph().initializer(i).has_raw_data() && proto.graph().initializer(i).raw_data().size() > 0) index = i;
+  ASSERT_GE(index, 0) << "no initializer with raw_data";
+  for (const bool raw : {true, false}) {
+    onnx::ModelProto edited = proto;
+    auto* init = edited.mutable_graph()->mutable_initializer(index);
+    const std::string name = init->name();
+    if (!raw) {  // the same claim with the values in float_data
+      init->clear_raw_data();
+      init->add_float_data(1.0f);
+    }
+    init->clear_dims();
+    for (int64_t d : {100000, 100000, 10}) init->add_dims(d);  // 10^11 values: 400 GB of float32
+    const std::string err = test::error_of([&] { OnnxModel::from_bytes(edited.SerializeAsString(), "claims.onnx"); });
+    SCOPED_TRACE(err);
+    EXPECT_EQ(err.rfind("claims.onnx", 0), 0u);
+    EXPECT_NE(err.find(name), std::string::npos);
+    EXPECT_NE(err.find(raw ? ": raw_data: expected 400000000000 bytes for shape [100000, 100000, 10], found "
+                           : ": float_data: expected 100000000000 values for shape [100000, 100000, 10], found 1"),
+              std::string::npos);
   }
 }
 
